@@ -1,0 +1,42 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+
+.PHONY: demo test install lint typecheck pytest docs bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: a CPU wheel is on disk on our machines; nothing pulls CUDA packages.
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/llava-bridge demo
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src
+
+typecheck: install
+	$(VENV)/bin/mypy --strict src
+
+pytest: install
+	$(PY) -m pytest -q
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint typecheck pytest
+
+bench: install
+	$(PY) bench/fal_overhead.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Backends: fal, a local transformers model, OpenAI-compatible servers, and a fake."""

@@ -1,0 +1,43 @@
+"""The `Backend` protocol every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Protocol, runtime_checkable
+
+from ..types import VisionChunk, VisionRequest, VisionResult
+
+__all__ = ["Backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that answers a `VisionRequest`: fal, a local model, a server, a fake.
+
+    `context_window` is the token window the backend's model has; `exact_token_counts`
+    says whether `count_tokens` uses the model's own tokenizer or an estimate.
+    """
+
+    model_name: str
+    context_window: int
+    exact_token_counts: bool
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in the model's prompt (exact or estimated)."""
+        ...
+
+    def generate(self, request: VisionRequest) -> VisionResult:
+        """Answer the request, blocking."""
+        ...
+
+    async def agenerate(self, request: VisionRequest) -> VisionResult:
+        """Answer the request without blocking the event loop."""
+        ...
+
+    def stream(self, request: VisionRequest) -> Iterator[VisionChunk]:
+        """Yield the answer as it is made; the last chunk carries the result."""
+        ...
+
+    def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
+        """Async version of `stream`."""
+        ...

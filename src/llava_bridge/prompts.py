@@ -1,0 +1,169 @@
+"""Turning a conversation into what LLaVA takes, within its token budget.
+
+Two renderings:
+
+- `render_llama3` writes the Llama-3 chat template the model was trained on, with
+  `<image>` at the start of the turn that holds the image. Local backends use it.
+- `render_single_prompt` flattens the conversation into one prompt string for
+  endpoints that take a single `prompt` field (fal), which wrap it in the template
+  themselves.
+
+`fit_to_context` trims the oldest turns (keeping the system prompt and the latest
+turn) until the conversation fits: context window - 576 image tokens -
+max_new_tokens - template overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from .errors import ContextOverflowError
+from .types import Message, VisionRequest
+
+__all__ = [
+    "CONTEXT_WINDOW",
+    "IMAGE_TOKENS",
+    "IMAGE_PLACEHOLDER",
+    "TokenBudget",
+    "estimate_tokens",
+    "fit_to_context",
+    "render_llama3",
+    "render_single_prompt",
+]
+
+CONTEXT_WINDOW = 4096
+"""LLaVA Llama3 8B v1.1 was trained on 4,096 tokens (576 image + up to 3,520 text)."""
+IMAGE_TOKENS = 576
+"""A 336 x 336 image becomes 24 x 24 = 576 tokens."""
+IMAGE_PLACEHOLDER = "<image>"
+TURN_OVERHEAD_TOKENS = 5
+"""`<|start_header_id|>role<|end_header_id|>\\n\\n ... <|eot_id|>` around each turn."""
+PROMPT_OVERHEAD_TOKENS = 6
+"""BOS plus the assistant header that opens the answer."""
+
+TokenCounter = Callable[[str], int]
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high estimate of Llama-3 tokens: one per 3 characters, rounded up.
+
+    English averages about 4 characters a token, so this over-counts and trims a
+    little early rather than overflowing the context.
+    """
+    return math.ceil(len(text) / 3)
+
+
+def render_llama3(messages: Sequence[Message], image_index: int | None = None) -> str:
+    """The Llama-3 chat prompt, ending with the open assistant header (no BOS)."""
+    parts = []
+    for index, message in enumerate(messages):
+        content = message.content
+        if index == image_index:
+            content = f"{IMAGE_PLACEHOLDER}\n{content}"
+        parts.append(f"<|start_header_id|>{message.role}<|end_header_id|>\n\n{content}<|eot_id|>")
+    parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    return "".join(parts)
+
+
+def render_single_prompt(messages: Sequence[Message]) -> str:
+    """One prompt string: the latest turn alone, or a labelled transcript before it."""
+    if len(messages) == 1:
+        return messages[0].content
+    lines = []
+    system = [m.content for m in messages if m.role == "system"]
+    if system:
+        lines.append("\n".join(system))
+        lines.append("")
+    history = [m for m in messages[:-1] if m.role != "system"]
+    if history:
+        lines.append("Conversation so far:")
+        for message in history:
+            speaker = "User" if message.role == "user" else "Assistant"
+            lines.append(f"{speaker}: {message.content}")
+        lines.append("")
+        lines.append("Now answer the user's latest message:")
+    lines.append(messages[-1].content)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """How the context window was spent on one request."""
+
+    context_window: int
+    image_tokens: int
+    max_new_tokens: int
+    prompt_tokens: int
+    dropped_turns: int
+    estimated: bool
+
+    @property
+    def available(self) -> int:
+        """Tokens left for the conversation text."""
+        return self.context_window - self.image_tokens - self.max_new_tokens - PROMPT_OVERHEAD_TOKENS
+
+
+def fit_to_context(
+    request: VisionRequest,
+    *,
+    context_window: int = CONTEXT_WINDOW,
+    count_tokens: TokenCounter | None = None,
+) -> tuple[VisionRequest, TokenBudget]:
+    """Drop the oldest turns until the request fits; raise ContextOverflowError if it cannot.
+
+    The system prompts and the latest user turn are always kept; whole turns are
+    dropped from the oldest, and the turn holding the image is kept with the image
+    or the image moves to no turn (it is then dropped with its turn).
+    """
+    counter = count_tokens or estimate_tokens
+    image_tokens = IMAGE_TOKENS if request.image is not None else 0
+    budget = TokenBudget(context_window, image_tokens, request.max_new_tokens, 0, 0, count_tokens is None)
+    available = budget.available
+    costs = [counter(m.content) + TURN_OVERHEAD_TOKENS for m in request.messages]
+    total = sum(costs)
+    if total <= available:
+        return request, replace(budget, prompt_tokens=total + image_tokens + PROMPT_OVERHEAD_TOKENS)
+
+    last = len(request.messages) - 1
+    fixed = sum(c for i, c in enumerate(costs) if i == last or request.messages[i].role == "system")
+    if fixed > available:
+        what = "estimated " if count_tokens is None else ""
+        raise ContextOverflowError(
+            f"The latest message (with any system prompt) needs {fixed} {what}tokens but only "
+            f"{available} are left in the {context_window}-token context after the image "
+            f"({image_tokens}) and max_new_tokens ({request.max_new_tokens}). "
+            "Shorten the message or lower max_new_tokens.",
+            needed=fixed,
+            available=available,
+        )
+    keep = [i == last or m.role == "system" for i, m in enumerate(request.messages)]
+    used = fixed
+    for index in range(last - 1, -1, -1):  # newest history first
+        if keep[index]:
+            continue
+        if used + costs[index] > available:
+            break
+        keep[index] = True
+        used += costs[index]
+    kept = [i for i, flag in enumerate(keep) if flag]
+    # A conversation must not start with an assistant turn after the system prompt.
+    while len(kept) > 1 and request.messages[kept[0]].role == "assistant":
+        used -= costs[kept[0]]
+        kept.pop(0)
+    image_index = request.image_index
+    new_image_turn = kept.index(image_index) if image_index in kept else None
+    update: dict[str, object] = {"messages": tuple(request.messages[i] for i in kept)}
+    if request.image is not None:
+        if new_image_turn is None:
+            update["image"] = None
+            image_tokens = 0
+        update["image_turn"] = new_image_turn
+    trimmed = request.model_copy(update=update)
+    return trimmed, replace(
+        budget,
+        image_tokens=image_tokens,
+        prompt_tokens=used + image_tokens + PROMPT_OVERHEAD_TOKENS,
+        dropped_turns=len(request.messages) - len(kept),
+    )
