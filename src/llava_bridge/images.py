@@ -334,7 +334,7 @@ def _check_url(url: str) -> None:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _ALLOWED_URL_SCHEMES:
-        shown = f"{scheme}:" if scheme else "no scheme"
+        shown = f"scheme {scheme + ':'!r}" if scheme else "no scheme"
         raise InvalidImageError(
             f"Image URL has {shown}; only http, https and data: URLs are accepted. "
             "For a local file pass a pathlib.Path or ImageInput.from_path(...)."

@@ -149,9 +149,10 @@ def fit_to_context(
         used += costs[index]
     kept = [i for i, flag in enumerate(keep) if flag]
     # A conversation must not start with an assistant turn after the system prompt.
-    while len(kept) > 1 and request.messages[kept[0]].role == "assistant":
-        used -= costs[kept[0]]
-        kept.pop(0)
+    first_turn = next(i for i, k in enumerate(kept) if request.messages[k].role != "system")
+    while kept[first_turn] != last and request.messages[kept[first_turn]].role == "assistant":
+        used -= costs[kept[first_turn]]
+        kept.pop(first_turn)
     image_index = request.image_index
     new_image_turn = kept.index(image_index) if image_index in kept else None
     update: dict[str, object] = {"messages": tuple(request.messages[i] for i in kept)}

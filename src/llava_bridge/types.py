@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidPromptError, InvalidRequestError
 from .images import ImageInput
@@ -61,6 +61,12 @@ class VisionRequest(BaseModel):
     stop: tuple[str, ...] = ()
     model: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _typed_error(exc) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +160,21 @@ class VisionRequest(BaseModel):
         if self.image_turn is not None:
             return self.image_turn
         return max(i for i, m in enumerate(self.messages) if m.role == "user")
+
+
+def _typed_error(exc: ValidationError) -> InvalidRequestError:
+    """Our own error raised inside a validator, or one InvalidRequestError naming each field."""
+    problems = []
+    for error in exc.errors():
+        original = (error.get("ctx") or {}).get("error")
+        if isinstance(original, InvalidRequestError):
+            return original
+        where = ".".join(str(part) for part in error["loc"]) or "request"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown field {where!r}")
+        else:
+            problems.append(f"{where}: {error['msg']}")
+    return InvalidRequestError("Invalid request: " + "; ".join(problems) + ".")
 
 
 class Usage(BaseModel):

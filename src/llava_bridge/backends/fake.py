@@ -9,7 +9,9 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
+from ..images import ImageInput
 from ..prompts import CONTEXT_WINDOW, estimate_tokens, fit_to_context
 from ..stops import cut_at_stop
 from ..types import FinishReason, Usage, VisionChunk, VisionRequest, VisionResult
@@ -52,6 +54,15 @@ class FakeBackend:
         self.error = error
         self.history: list[VisionRequest] = []
         self._lock = threading.Lock()
+
+    @classmethod
+    def image_facts(cls, **kwargs: Any) -> FakeBackend:
+        """A FakeBackend that answers from the image itself: its size and dominant colour.
+
+        Different images get different answers, which makes retrieval and caching
+        tests meaningful without a model.
+        """
+        return cls(describe_image_facts, **kwargs)
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
@@ -107,6 +118,40 @@ class FakeBackend:
 
     def __repr__(self) -> str:
         return f"FakeBackend(model_name={self.model_name!r}, calls={len(self.history)})"
+
+
+_COLOURS = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "grey": (128, 128, 128),
+    "red": (220, 30, 30),
+    "orange": (240, 140, 20),
+    "yellow": (240, 220, 30),
+    "green": (40, 170, 40),
+    "blue": (30, 60, 220),
+    "purple": (130, 40, 170),
+    "pink": (240, 130, 180),
+    "brown": (130, 80, 40),
+}
+
+
+def dominant_colour(image: ImageInput) -> str:
+    """The basic colour name nearest to the image's mean colour."""
+    pixel = image.to_pil().resize((1, 1), reducing_gap=None).getpixel((0, 0))
+    assert isinstance(pixel, tuple)
+    r, g, b = pixel[:3]
+    return min(_COLOURS, key=lambda n: sum((x - y) ** 2 for x, y in zip(_COLOURS[n], (r, g, b), strict=True)))
+
+
+def describe_image_facts(request: VisionRequest) -> str:
+    """A fake answer built from the image's size and colour (not from a model)."""
+    image = request.image
+    if image is None:
+        return f"(fake) There is no image. You said: {request.prompt}"
+    if image.size is None:
+        return f"(fake) An image at {image.url}; the fake backend does not fetch URLs."
+    width, height = image.size
+    return f"(fake) A {width}x{height} image, mostly {dominant_colour(image)}."
 
 
 def _words(text: str) -> list[str]:

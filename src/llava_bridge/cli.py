@@ -1,0 +1,186 @@
+"""The `llava-bridge` command: ask, describe, serve, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+
+from ._version import __version__
+from .backends.base import Backend
+from .backends.factory import BACKEND_NAMES, make_backend
+from .backends.fake import FakeBackend
+from .errors import InvalidRequestError, LlavaError
+from .images import ImageInput
+from .types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
+
+__all__ = ["main"]
+
+DEMO_PROMPT = "What are these?"
+OFFLINE_NOTE = "Offline answers come from a fake backend: they are NOT real model output."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 failed, 2 bad input)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        code: int = args.run(args)
+        return code
+    except InvalidRequestError as exc:
+        _error(str(exc))
+        return 2
+    except LlavaError as exc:
+        _error(f"{type(exc).__name__}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llava-bridge",
+        description="Ask LLaVA Llama3 8B about images, on fal or your own GPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"llava-bridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log requests (DEBUG) to stderr")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="ask a question about one image")
+    ask.add_argument("image", help="image path, http(s) URL or data URI ('-' reads stdin)")
+    ask.add_argument("prompt", help="the question")
+    _add_backend_options(ask)
+    ask.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N")
+    ask.add_argument("--temperature", type=float, default=None)
+    ask.add_argument("--stream", action="store_true", help="print the answer as it is made")
+    ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    ask.set_defaults(run=_ask)
+
+    demo = commands.add_parser("demo", help="ask about a sample image (fal with FAL_KEY, else offline)")
+    demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser("serve", help="serve fal's queue protocol in front of a backend")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    _add_backend_options(serve, default="fake")
+    serve.add_argument(
+        "--server-api-key",
+        dest="server_api_key",
+        default=None,
+        metavar="KEY",
+        help="require 'Authorization: Key KEY' from clients (or LLAVA_SERVER_API_KEY)",
+    )
+    serve.add_argument("--db", default=None, metavar="PATH", help="SQLite job store (default: in memory)")
+    serve.add_argument("--fake-latency", type=float, default=0.0, metavar="SECONDS")
+    serve.add_argument("--allow-private-urls", action="store_true")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, default: str = "fal") -> None:
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default=default)
+    parser.add_argument("--model", default=None, help="fal endpoint id, or local/OpenAI model name")
+    parser.add_argument("--base-url", default=None, help="server URL (fal-compatible or OpenAI-compatible)")
+
+
+def _backend_from(args: argparse.Namespace) -> Backend:
+    return make_backend(
+        args.backend,
+        model=args.model,
+        base_url=args.base_url,
+        fake_latency=getattr(args, "fake_latency", 0.0),
+    )
+
+
+def _read_image(value: str) -> ImageInput:
+    if value == "-":
+        return ImageInput.from_bytes(sys.stdin.buffer.read())
+    return ImageInput.coerce(value, allow_paths=True)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    request = VisionRequest(
+        prompt=args.prompt,
+        image=_read_image(args.image),
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+    )
+    backend = _backend_from(args)
+    if args.stream and not args.json:
+        result = None
+        for chunk in backend.stream(request):
+            print(chunk.delta, end="", flush=True)
+            result = chunk.result or result
+        print()
+        return 0
+    result = backend.generate(request)
+    _print_result(result, as_json=args.json)
+    return 0
+
+
+def _print_result(result: VisionResult, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        print(result.text)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    image = ImageInput.from_bytes(resources.files("llava_bridge").joinpath("data/chelsea.png").read_bytes())
+    request = VisionRequest(prompt=DEMO_PROMPT, image=image)
+    width, height = image.size or (0, 0)
+    print(f"Image: llava_bridge/data/chelsea.png ({width}x{height}, CC0, Stefan van der Walt)")
+    print(f"Prompt: {DEMO_PROMPT}")
+    if os.environ.get("FAL_KEY") or os.environ.get("FAL_KEY_ID"):
+        print("Path: fal (FAL_KEY is set) -> fal-ai/llava-llama3-8b-v11")
+        backend = make_backend("fal")
+        result = backend.generate(request)
+    else:
+        result = _demo_offline(request)
+    print(f"Answer: {result.text}")
+    return 0
+
+
+def _demo_offline(request: VisionRequest) -> VisionResult:
+    print("Path: offline (no FAL_KEY): FakeBackend in process")
+    print(OFFLINE_NOTE)
+    backend = FakeBackend.image_facts()
+    return backend.generate(request)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        backend=_backend_from(args),
+        api_key=args.server_api_key or os.environ.get("LLAVA_SERVER_API_KEY"),
+        db_path=args.db,
+        allow_private_urls=args.allow_private_urls,
+    )
+    return 0
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _error(message: str) -> None:
+    print(f"llava-bridge: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
