@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 from ._version import __version__
 from .backends.base import Backend
@@ -61,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--stream", action="store_true", help="print the answer as it is made")
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
     ask.set_defaults(run=_ask)
+
+    describe = commands.add_parser("describe", help="describe many images into a JSONL file")
+    describe.add_argument("sources", nargs="+", help="image files, directories, globs, URLs, or .txt lists")
+    describe.add_argument("--out", required=True, type=Path, help="JSONL file to write")
+    describe.add_argument("--prompt", default=None, help="what to ask about each image")
+    describe.add_argument("--concurrency", type=int, default=4, metavar="N")
+    describe.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N")
+    describe.add_argument("--resume", action="store_true", help="skip images already described in --out")
+    describe.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    describe.add_argument("--no-progress", action="store_true")
+    _add_backend_options(describe)
+    describe.set_defaults(run=_describe)
 
     demo = commands.add_parser("demo", help="ask about a sample image (fal with FAL_KEY, else offline)")
     demo.set_defaults(run=_demo)
@@ -122,6 +136,33 @@ def _ask(args: argparse.Namespace) -> int:
     result = backend.generate(request)
     _print_result(result, as_json=args.json)
     return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from .describe import DEFAULT_DESCRIBE_PROMPT, describe_to_jsonl, expand_sources, format_summary
+
+    out: Path = args.out
+    if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
+        raise InvalidRequestError(f"{out} exists; pass --resume to continue it or --overwrite to replace it.")
+    sources = expand_sources(args.sources)
+    backend = _backend_from(args)
+    summary = asyncio.run(
+        describe_to_jsonl(
+            backend,
+            sources,
+            out,
+            prompt=args.prompt or DEFAULT_DESCRIBE_PROMPT,
+            concurrency=args.concurrency,
+            resume=args.resume,
+            max_new_tokens=args.max_new_tokens,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    )
+    for line in format_summary(summary, out):
+        print(line, file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.ok else 1
 
 
 def _print_result(result: VisionResult, *, as_json: bool) -> None:
