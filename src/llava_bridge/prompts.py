@@ -29,6 +29,7 @@ __all__ = [
     "TokenBudget",
     "estimate_tokens",
     "fit_to_context",
+    "neutralize_special_tokens",
     "render_llama3",
     "render_single_prompt",
 ]
@@ -55,11 +56,20 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 3)
 
 
+def neutralize_special_tokens(text: str) -> str:
+    """Break `<image>` and `<|...|>` in user text so they cannot act as special tokens.
+
+    Otherwise a message that contains `<image>` adds image tokens the model has no
+    image for, and one that contains `<|eot_id|>` can forge a turn.
+    """
+    return text.replace(IMAGE_PLACEHOLDER, "<image\u200b>").replace("<|", "<\u200b|")
+
+
 def render_llama3(messages: Sequence[Message], image_index: int | None = None) -> str:
     """The Llama-3 chat prompt, ending with the open assistant header (no BOS)."""
     parts = []
     for index, message in enumerate(messages):
-        content = message.content
+        content = neutralize_special_tokens(message.content)
         if index == image_index:
             content = f"{IMAGE_PLACEHOLDER}\n{content}"
         parts.append(f"<|start_header_id|>{message.role}<|end_header_id|>\n\n{content}<|eot_id|>")
