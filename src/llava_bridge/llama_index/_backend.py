@@ -1,0 +1,80 @@
+"""Choosing the backend, budgeting a request, and pickling a component with its backend."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from pydantic import SecretStr
+
+from ..backends.base import Backend
+from ..errors import ConfigurationError
+from ..prompts import fit_to_context
+from ..types import VisionRequest
+
+__all__ = ["DEFAULT_MODEL", "ensure_picklable", "fit_request", "resolve_backend"]
+
+DEFAULT_MODEL = "fal-ai/llava-llama3-8b-v11"
+"""The fal endpoint the adapters use when no backend is given."""
+
+
+def resolve_backend(
+    backend: Backend | None,
+    *,
+    model: str | None = None,
+    api_key: str | SecretStr | None = None,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+) -> Backend:
+    """`backend` as given, or a `FalBackend` built from the other arguments.
+
+    The fal settings only configure the default backend; giving them along with a
+    backend is an error, so that a setting is never silently ignored.
+    """
+    fal_options: dict[str, Any] = {
+        "api_key": api_key,
+        "base_url": base_url,
+        "timeout": timeout,
+        "max_retries": max_retries,
+    }
+    given = {name: value for name, value in fal_options.items() if value is not None}
+    if backend is not None:
+        if given or model is not None:
+            names = ", ".join(f"{name}=" for name in [*given, *(["model"] if model else [])])
+            raise ConfigurationError(
+                f"{names} configure the default FalBackend, but backend= was given too; "
+                "set them on the backend you pass instead."
+            )
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(
+                f"backend= must be a llava_bridge Backend (FalBackend, TransformersBackend, "
+                f"OpenAICompatBackend, FakeBackend), not {type(backend).__name__}."
+            )
+        return backend
+    from ..backends.fal import FalBackend  # type: ignore[attr-defined,unused-ignore]
+
+    fal: Backend = FalBackend(model or DEFAULT_MODEL, **given)
+    return fal
+
+
+def fit_request(request: VisionRequest, backend: Backend) -> VisionRequest:
+    """The request trimmed to the backend's context window (oldest turns first).
+
+    Raises `ContextOverflowError` (a `ValueError`) when even the latest turn cannot fit.
+    """
+    counter = backend.count_tokens if backend.exact_token_counts else None
+    fitted, _ = fit_to_context(request, context_window=backend.context_window, count_tokens=counter)
+    return fitted
+
+
+def ensure_picklable(backend: Backend, owner: str) -> None:
+    """Raise a clear error when `backend` cannot travel to another process."""
+    try:
+        pickle.dumps(backend)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{owner} cannot be pickled because its backend ({type(backend).__name__}) cannot be. "
+            "Pickling happens when IngestionPipeline runs with num_workers > 1; run it without "
+            "num_workers (ImageDescriber already sends num_workers requests at once by itself)."
+        ) from exc

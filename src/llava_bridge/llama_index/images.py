@@ -1,0 +1,144 @@
+"""LlamaIndex images (`ImageBlock`, image nodes) to core `ImageInput`s.
+
+URLs are passed on as URLs and never fetched. Local paths are read, because the
+caller named them explicitly in a block or a node. Bytes are decoded from the
+base64 LlamaIndex stores them as.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from io import IOBase
+from pathlib import Path
+from typing import Any
+
+import filetype  # type: ignore[import-untyped]
+from llama_index.core.base.llms.types import ImageBlock
+from llama_index.core.schema import BaseNode, ImageNode, MediaResource
+
+from ..errors import InvalidImageError
+from ..images import ImageInput, sniff_mime_type
+
+__all__ = ["block_from_node", "image_from_block", "image_from_node", "node_has_image"]
+
+_WHITESPACE = re.compile(rb"\s+")
+
+
+def image_from_block(block: ImageBlock) -> ImageInput:
+    """The image an `ImageBlock` holds: bytes or a buffer, a path, or a URL (in that order).
+
+    A declared `image_mimetype` must match the bytes. For a path, a type LlamaIndex
+    guessed from the file suffix is not held against the file's real type.
+    """
+    declared = block.image_mimetype
+    if block.image is not None:
+        return ImageInput.from_bytes(_stored_bytes(_read_image_field(block.image)), declared)
+    if block.path is not None:
+        path = Path(block.path)
+        image = ImageInput.from_path(path)
+        if declared and declared != _suffix_mime(path):
+            return ImageInput(data=image.data, mime_type=declared, source=image.source)
+        return image
+    if block.url is not None:
+        return ImageInput.from_url(str(block.url))
+    raise InvalidImageError("The ImageBlock holds no image; set url=, path= or image= (bytes).")
+
+
+def node_has_image(node: BaseNode, metadata_keys: Sequence[str] = ()) -> bool:
+    """Whether `node` carries an image `image_from_node` can use."""
+    return _node_source(node, metadata_keys) is not None
+
+
+def image_from_node(node: BaseNode, metadata_keys: Sequence[str] = ()) -> ImageInput:
+    """The image of an `ImageNode`, an `ImageDocument`/`Node` with `image_resource`, or a
+    node whose metadata names an image path or URL under one of `metadata_keys`."""
+    source = _node_source(node, metadata_keys)
+    if source is None:
+        raise InvalidImageError(f"Node {node.node_id} carries no image.")
+    kind, value, mime = source
+    if kind == "data":
+        return ImageInput.from_bytes(_stored_bytes(value), mime)
+    if kind == "path":
+        return ImageInput.from_path(Path(value))
+    return ImageInput.from_url(value)
+
+
+def block_from_node(node: BaseNode | ImageBlock) -> ImageBlock:
+    """An `ImageBlock` for an image node (the legacy `image_documents=` call style)."""
+    if isinstance(node, ImageBlock):
+        return node
+    source = _node_source(node, ())
+    if source is None:
+        raise InvalidImageError(
+            f"image_documents holds a {type(node).__name__} without an image; "
+            "pass ImageNode, ImageDocument or ImageBlock objects."
+        )
+    kind, value, mime = source
+    if kind == "data":
+        return ImageBlock(image=value, image_mimetype=mime)
+    if kind == "path":
+        return ImageBlock(path=Path(value), image_mimetype=mime)
+    return ImageBlock(url=value, image_mimetype=mime)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _node_source(node: Any, metadata_keys: Sequence[str]) -> tuple[str, Any, str | None] | None:
+    """("data" | "path" | "url", value, mimetype) for the node's image, or None."""
+    if isinstance(node, ImageNode):
+        if node.image:
+            return "data", node.image.encode("ascii"), node.image_mimetype
+        if node.image_path:
+            return "path", node.image_path, node.image_mimetype
+        if node.image_url:
+            return "url", node.image_url, node.image_mimetype
+    resource = getattr(node, "image_resource", None)
+    if isinstance(resource, MediaResource):
+        if resource.data:
+            return "data", resource.data, resource.mimetype
+        if resource.path:
+            return "path", str(resource.path), resource.mimetype
+        if resource.url:
+            return "url", str(resource.url), resource.mimetype
+    metadata = getattr(node, "metadata", None) or {}
+    for key in metadata_keys:
+        value = metadata.get(key)
+        if isinstance(value, (str, Path)) and str(value).strip():
+            text = str(value).strip()
+            is_url = re.match(r"^(https?|data):", text, re.IGNORECASE) is not None
+            return ("url" if is_url else "path"), text, None
+    return None
+
+
+def _read_image_field(image: bytes | IOBase) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    image.seek(0)
+    data = image.read()
+    image.seek(0)
+    if isinstance(data, str):
+        data = data.encode("ascii", errors="replace")
+    if not isinstance(data, bytes):
+        raise InvalidImageError(f"The ImageBlock's buffer gave {type(data).__name__}, not bytes.")
+    return data
+
+
+def _stored_bytes(data: bytes) -> bytes:
+    """Raw image bytes from what LlamaIndex stores: base64 (usually) or raw bytes."""
+    if sniff_mime_type(data) is not None:
+        return data
+    try:
+        return base64.b64decode(_WHITESPACE.sub(b"", data), validate=True)
+    except (binascii.Error, ValueError):
+        return data  # not base64: ImageInput says what the bytes look like
+
+
+def _suffix_mime(path: Path) -> str | None:
+    """The type LlamaIndex guesses from a file suffix (as `ImageBlock` does)."""
+    kind = filetype.get_type(ext=path.suffix.lstrip(".")) if path.suffix else None
+    mime = getattr(kind, "mime", None)
+    return mime if isinstance(mime, str) else None

@@ -1,0 +1,230 @@
+"""`LlavaLLM`: LLaVA as a LlamaIndex `LLM` that takes `ImageBlock`s."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Generator, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.generic_utils import (
+    astream_chat_response_to_completion_response,
+    chat_response_to_completion_response,
+    stream_chat_response_to_completion_response,
+)
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    ContentBlock,
+    ImageBlock,
+    LLMMetadata,
+    MessageRole,
+    TextBlock,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM
+from llama_index.core.schema import BaseNode
+from pydantic import SecretStr
+
+from ..backends.base import Backend
+from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
+from ._backend import ensure_picklable, fit_request, resolve_backend
+from .images import block_from_node
+from .messages import MultiImagePolicy, RequestSettings, to_vision_request
+from .responses import StreamAssembler, chat_response
+
+__all__ = ["LlavaLLM"]
+
+_CALL_SETTINGS = ("max_new_tokens", "temperature", "top_p", "stop", "multi_image")
+
+
+class LlavaLLM(LLM):
+    """LLaVA Llama3 8B as a LlamaIndex chat LLM; images travel as `ImageBlock`s.
+
+    With no `backend=`, it calls fal (`FalBackend(model, api_key=..., base_url=...,
+    timeout=..., max_retries=...)`; the key comes from `FAL_KEY` when not given).
+    Any other backend (local GPU, OpenAI-compatible server, `FakeBackend`) goes in
+    `backend=`. Per call, `max_new_tokens`, `temperature`, `top_p`, `stop` and
+    `multi_image` override the fields. Usage is in `response.raw["usage"]`.
+
+    LLaVA has no tool calling (`is_function_calling_model=False`): give it to agents
+    as `LlavaToolSpec`, or use it inside a `ReActAgent`.
+    """
+
+    max_new_tokens: int = Field(
+        default=DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Most tokens to generate."
+    )
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling mass.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end the answer.")
+    multi_image: MultiImagePolicy = Field(
+        default="error",
+        description="Several images in one turn: 'error', 'first', 'last' or 'grid'.",
+    )
+
+    _backend: Backend = PrivateAttr()
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        model: str | None = None,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(**fields)
+        self._backend = resolve_backend(
+            backend,
+            model=model,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LlavaLLM"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend that answers."""
+        return self._backend
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self._backend.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=False,
+            model_name=self._backend.model_name,
+        )
+
+    # -- the request (pure; reads a local file only for an ImageBlock(path=...)) ----------
+
+    def _settings(self, overrides: dict[str, Any]) -> RequestSettings:
+        values: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop,
+            "multi_image": self.multi_image,
+        }
+        values.update({key: overrides[key] for key in _CALL_SETTINGS if key in overrides})
+        stop = values["stop"]
+        values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        return RequestSettings(**values)
+
+    def _request(self, messages: Sequence[ChatMessage], overrides: dict[str, Any]) -> VisionRequest:
+        request = to_vision_request(messages, self._settings(overrides))
+        return fit_request(request, self._backend)
+
+    async def _arequest(self, messages: Sequence[ChatMessage], overrides: dict[str, Any]) -> VisionRequest:
+        # Off the event loop: a path block reads a file, and images are decoded to be checked.
+        return await asyncio.to_thread(self._request, messages, overrides)
+
+    # -- chat ---------------------------------------------------------------------------
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return chat_response(self._backend.generate(self._request(messages, kwargs)))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        request = await self._arequest(messages, kwargs)
+        return chat_response(await self._backend.agenerate(request))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        request = self._request(messages, kwargs)  # bad input fails here, before any chunk
+
+        def responses() -> Generator[ChatResponse, None, None]:
+            assembler = StreamAssembler()
+            for chunk in self._backend.stream(request):
+                yield assembler.feed(chunk)
+
+        return responses()
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        request = await self._arequest(messages, kwargs)
+
+        async def responses() -> AsyncGenerator[ChatResponse, None]:
+            assembler = StreamAssembler()
+            async for chunk in self._backend.astream(request):
+                yield assembler.feed(chunk)
+
+        return responses()
+
+    # -- completion: derived from chat; `image_documents=` for the older multimodal style --
+
+    @llm_completion_callback()
+    def complete(
+        self,
+        prompt: str,
+        formatted: bool = False,
+        image_documents: Sequence[BaseNode | ImageBlock] | None = None,
+        **kwargs: Any,
+    ) -> CompletionResponse:
+        messages = _prompt_messages(prompt, image_documents)
+        return chat_response_to_completion_response(self.chat(messages, **kwargs))
+
+    @llm_completion_callback()
+    async def acomplete(
+        self,
+        prompt: str,
+        formatted: bool = False,
+        image_documents: Sequence[BaseNode | ImageBlock] | None = None,
+        **kwargs: Any,
+    ) -> CompletionResponse:
+        messages = _prompt_messages(prompt, image_documents)
+        return chat_response_to_completion_response(await self.achat(messages, **kwargs))
+
+    @llm_completion_callback()
+    def stream_complete(
+        self,
+        prompt: str,
+        formatted: bool = False,
+        image_documents: Sequence[BaseNode | ImageBlock] | None = None,
+        **kwargs: Any,
+    ) -> CompletionResponseGen:
+        messages = _prompt_messages(prompt, image_documents)
+        return stream_chat_response_to_completion_response(self.stream_chat(messages, **kwargs))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self,
+        prompt: str,
+        formatted: bool = False,
+        image_documents: Sequence[BaseNode | ImageBlock] | None = None,
+        **kwargs: Any,
+    ) -> CompletionResponseAsyncGen:
+        messages = _prompt_messages(prompt, image_documents)
+        return astream_chat_response_to_completion_response(await self.astream_chat(messages, **kwargs))
+
+    # -- pickling keeps the backend (BaseComponent would silently drop it) ----------------
+
+    def __getstate__(self) -> dict[Any, Any]:
+        ensure_picklable(self._backend, "LlavaLLM")
+        return super().__getstate__()
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        backend = (state.get("__pydantic_private__") or {})["_backend"]
+        self.__init__(backend=backend, **state["__dict__"])  # type: ignore[misc]
+
+
+def _prompt_messages(
+    prompt: str, image_documents: Sequence[BaseNode | ImageBlock] | None
+) -> list[ChatMessage]:
+    blocks: list[ContentBlock] = [block_from_node(document) for document in image_documents or ()]
+    blocks.append(TextBlock(text=prompt))
+    return [ChatMessage(role=MessageRole.USER, blocks=blocks)]
