@@ -1,0 +1,52 @@
+"""The backend an adapter uses: the one passed in, or a `FalBackend` built from its fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SecretStr
+
+from ..backends.base import Backend
+from ..errors import ConfigurationError
+
+__all__ = ["build_fal_backend", "check_backend", "provider_name"]
+
+
+def build_fal_backend(
+    *,
+    model: str | None,
+    api_key: SecretStr | None,
+    base_url: str | None,
+    timeout: float | None,
+    max_retries: int | None,
+) -> Backend:
+    """A `FalBackend` from the adapter's fields; unset fields keep FalBackend's defaults."""
+    from ..backends.fal import FalBackend
+
+    kwargs: dict[str, Any] = {
+        "api_key": api_key.get_secret_value() if api_key is not None else None,
+        "base_url": base_url,
+        "timeout": timeout,
+    }
+    if max_retries is not None:
+        kwargs["max_retries"] = max_retries
+    backend: Backend = FalBackend(model, **kwargs) if model else FalBackend(**kwargs)
+    return backend
+
+
+def check_backend(value: Any) -> Any:
+    """Refuse a `backend=` that does not implement the `Backend` protocol."""
+    if value is not None and not isinstance(value, Backend):
+        raise ConfigurationError(
+            f"backend= takes a llava_bridge backend (FalBackend, TransformersBackend, "
+            f"OpenAICompatBackend, FakeBackend), not a {type(value).__name__}."
+        )
+    return value
+
+
+def provider_name(backend: Backend | None) -> str:
+    """A short provider name for tracing: 'fal' by default, else from the backend's class."""
+    if backend is None:
+        return "fal"
+    name = type(backend).__name__.removesuffix("Backend").lower()
+    return name or "llava"

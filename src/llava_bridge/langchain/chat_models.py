@@ -1,0 +1,429 @@
+"""`ChatLlava`: LLaVA Llama3 as a LangChain chat model that takes images."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models.model_profile import ModelProfile
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils import secret_from_env
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+
+from ..backends.base import Backend
+from ..prompts import (
+    CONTEXT_WINDOW,
+    IMAGE_TOKENS,
+    PROMPT_OVERHEAD_TOKENS,
+    TURN_OVERHEAD_TOKENS,
+    TokenBudget,
+    fit_to_context,
+)
+from ..stops import StopScanner, cut_at_stop
+from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, FinishReason, VisionRequest, VisionResult
+from ._backend import build_fal_backend, check_backend, provider_name
+from .errors import translated_errors
+from .messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
+from .structured import structured_runnable
+
+__all__ = ["DEFAULT_MODEL", "ChatLlava"]
+
+DEFAULT_MODEL = "fal-ai/llava-llama3-8b-v11"
+_CALL_OPTIONS = frozenset(
+    {"model", "max_tokens", "max_new_tokens", "temperature", "top_p", "json_instructions", "stream"}
+)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call, ready to send: the trimmed request, its budget and the backend."""
+
+    request: VisionRequest
+    budget: TokenBudget
+    backend: Backend
+
+
+class ChatLlava(BaseChatModel):
+    """LLaVA Llama3 8B (on fal, your GPU, or any llava-bridge backend) as a chat model.
+
+    Setup: ``pip install "llava-bridge[langchain]"`` and set ``FAL_KEY`` (or pass
+    ``api_key=``), or pass ``backend=`` (e.g. ``FakeBackend()`` offline).
+
+    Messages may hold text and images: v1 ``image`` blocks (``url``, or ``base64``
+    with ``mime_type``), OpenAI ``image_url`` blocks and legacy ``source_type``
+    blocks. LLaVA takes one image per request: the one of the latest human turn
+    that has one (several there: see ``multi_image``). History is rendered into
+    the model's single prompt and trimmed, oldest turns first, to fit its context;
+    when even the latest turn cannot fit, LangChain's ``ContextOverflowError`` is
+    raised. Stop sequences are applied on the client. There is no tool calling
+    (see ``LlavaImageTool`` for agents); ``with_structured_output`` works by JSON
+    instructions in the prompt plus parsing.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_core.messages import HumanMessage
+            from llava_bridge.langchain import ChatLlava
+
+            llm = ChatLlava(max_tokens=128)
+            llm.invoke([HumanMessage(content=[
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image", "url": "https://example.com/cat.jpg"},
+            ])])
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
+    """fal endpoint id or model name; defaults to the backend's own model when `backend` is given."""
+    max_tokens: int = Field(
+        default=DEFAULT_MAX_NEW_TOKENS, alias="max_new_tokens", ge=1, le=MAX_NEW_TOKENS_LIMIT
+    )
+    """Most tokens to generate."""
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    """Stop sequences, applied on the client: the answer is cut before the first one."""
+    timeout: float | None = None
+    """Seconds the backend may take for one request (None: the backend's default)."""
+    max_retries: int | None = None
+    """Retries of transient failures (None: the backend's default)."""
+    api_key: SecretStr | None = Field(default_factory=secret_from_env("FAL_KEY", default=None))
+    """fal key; read from FAL_KEY when not given."""
+    base_url: str | None = None
+    """Point the default FalBackend at another fal-compatible server (e.g. `llava-bridge serve`)."""
+    backend: Any = Field(default=None, exclude=True)
+    """Any llava-bridge backend; a FalBackend built from the fields above when None."""
+    streaming: bool = False
+    multi_image: MultiImagePolicy = "error"
+    """Several images in the latest human turn with images: 'error', or use the 'first' or 'last'."""
+    text_only: TextOnlyPolicy = "allow"
+    """A conversation with no image: 'allow' (fal gets a neutral placeholder image) or 'error'."""
+
+    _default_backend: Backend | None = PrivateAttr(default=None)
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: Any) -> Any:
+        return check_backend(value)
+
+    @model_validator(mode="after")
+    def _model_from_backend(self) -> ChatLlava:
+        if self.backend is not None and "model" not in self.model_fields_set:
+            self.model = self.backend.model_name
+        return self
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "llava-chat"
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "FAL_KEY"}
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop,
+            "provider": provider_name(self.backend),
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=provider_name(self.backend),
+            ls_model_name=kwargs.get("model") or self.model,
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens") or kwargs.get("max_new_tokens") or self.max_tokens,
+        )
+        if stops := stop or self.stop:
+            params["ls_stop"] = list(stops)
+        return params
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        context = self.backend.context_window if self.backend is not None else CONTEXT_WINDOW
+        return ModelProfile(
+            max_input_tokens=context,
+            max_output_tokens=MAX_NEW_TOKENS_LIMIT,
+            text_inputs=True,
+            image_inputs=True,
+            image_url_inputs=True,
+            pdf_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            text_outputs=True,
+            tool_calling=False,
+            structured_output=False,
+        )
+
+    # -- building a request ----------------------------------------------------------
+
+    def get_backend(self) -> Backend:
+        """The backend calls go to (the default FalBackend is made on first use)."""
+        if self.backend is not None:
+            backend: Backend = self.backend
+            return backend
+        if self._default_backend is None:
+            self._default_backend = build_fal_backend(
+                model=self.model,
+                api_key=self.api_key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+            )
+        return self._default_backend
+
+    def to_request(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None = None, **kwargs: Any
+    ) -> VisionRequest:
+        """The core `VisionRequest` these messages and call options make (before trimming)."""
+        unknown = set(kwargs) - _CALL_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"ChatLlava got unknown call option(s) {', '.join(sorted(unknown))}; it takes "
+                "model, max_tokens, temperature, top_p and stop."
+            )
+        request = messages_to_request(
+            messages,
+            max_new_tokens=kwargs.get("max_tokens") or kwargs.get("max_new_tokens") or self.max_tokens,
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", self.top_p),
+            stop=stop if stop is not None else self.stop,
+            model=kwargs.get("model") or self.model,
+            multi_image=self.multi_image,
+            text_only=self.text_only,
+        )
+        instructions = kwargs.get("json_instructions")
+        if instructions:
+            latest = request.messages[-1]
+            amended = latest.model_copy(update={"content": f"{latest.content}\n\n{instructions}"})
+            request = request.model_copy(update={"messages": (*request.messages[:-1], amended)})
+        return request
+
+    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Call:
+        backend = self.get_backend()
+        request, budget = fit_to_context(
+            self.to_request(messages, stop, **kwargs),
+            context_window=getattr(backend, "context_window", CONTEXT_WINDOW),
+            count_tokens=backend.count_tokens,
+        )
+        return _Call(request, budget, backend)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with translated_errors():
+            call = self._prepare(messages, stop, kwargs)
+            return _chat_result(call, call.backend.generate(call.request))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with translated_errors():
+            call = self._prepare(messages, stop, kwargs)
+            return _chat_result(call, await call.backend.agenerate(call.request))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        with translated_errors():
+            call = self._prepare(messages, stop, kwargs)
+            assembler = _StreamAssembler(call)
+            stream = call.backend.stream(call.request)
+            try:
+                for piece in stream:
+                    for chunk in assembler.feed(piece.delta, piece.result):
+                        if run_manager:
+                            run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                        yield chunk
+                    if assembler.done:
+                        break
+                yield from assembler.finish()
+            finally:
+                close: Callable[[], None] | None = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        with translated_errors():
+            call = self._prepare(messages, stop, kwargs)
+            assembler = _StreamAssembler(call)
+            stream = call.backend.astream(call.request)
+            try:
+                async for piece in stream:
+                    for chunk in assembler.feed(piece.delta, piece.result):
+                        if run_manager:
+                            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                        yield chunk
+                    if assembler.done:
+                        break
+                for chunk in assembler.finish():
+                    yield chunk
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens `text` takes, counted by the backend (exact locally, estimated for fal)."""
+        return self.get_backend().count_tokens(text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens these messages take, with the image's 576 and the template's overhead."""
+        if tools:
+            raise NotImplementedError("LLaVA has no tool calling, so tools take no tokens here.")
+        request = self.to_request(messages)
+        count = self.get_backend().count_tokens
+        text = sum(count(m.content) + TURN_OVERHEAD_TOKENS for m in request.messages)
+        return text + PROMPT_OVERHEAD_TOKENS + (IMAGE_TOKENS if request.image is not None else 0)
+
+    # -- tools and structured output ----------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """LLaVA has no tool calling: this always raises NotImplementedError."""
+        raise NotImplementedError(
+            "LLaVA has no tool calling, so ChatLlava cannot bind tools. To let an agent look at "
+            "images, give a tool-calling model llava_bridge.langchain.LlavaImageTool; for JSON "
+            "answers use with_structured_output(schema, method='json_schema')."
+        )
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Literal["json_schema", "json_mode", "function_calling"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Answers parsed into `schema` (pydantic class, TypedDict or JSON schema).
+
+        The schema (json_schema) or a request for a JSON object (json_mode) is added to
+        the latest human turn, and the answer is parsed. `function_calling` is handled
+        as `json_schema`, since LLaVA has no tools; `strict` is accepted and ignored.
+        """
+        if kwargs:
+            raise TypeError(f"Unknown argument(s) {', '.join(sorted(kwargs))} for with_structured_output.")
+        return structured_runnable(self, schema, method=method, include_raw=include_raw)
+
+
+# -- turning results into LangChain messages ------------------------------------------------
+
+
+def _usage(call: _Call, result: VisionResult | None, text: str) -> tuple[UsageMetadata, bool]:
+    """Usage from the backend when it knows it, else an estimate; and whether it is estimated."""
+    if result is not None and (result.usage.prompt_tokens or result.usage.completion_tokens):
+        prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
+        estimated = result.usage.estimated
+    else:
+        prompt, completion, estimated = call.budget.prompt_tokens, call.backend.count_tokens(text), True
+    usage = UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
+    return usage, estimated
+
+
+def _metadata(
+    call: _Call, result: VisionResult | None, finish_reason: FinishReason | None, estimated: bool
+) -> dict[str, Any]:
+    return {
+        "model_name": (result.model if result else None) or call.request.model or call.backend.model_name,
+        "model_provider": "llava",
+        "finish_reason": finish_reason,
+        "request_id": result.request_id if result else None,
+        "metrics": dict(result.metrics) if result else {},
+        "usage_estimated": estimated,
+        "dropped_turns": call.budget.dropped_turns,
+    }
+
+
+def _chat_result(call: _Call, result: VisionResult) -> ChatResult:
+    text, stopped = cut_at_stop(result.text, call.request.stop)
+    usage, estimated = _usage(call, result, text)
+    finish: FinishReason | None = "stop" if stopped else result.finish_reason
+    message = AIMessage(
+        content=text,
+        usage_metadata=usage,
+        response_metadata=_metadata(call, result, finish, estimated),
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class _StreamAssembler:
+    """Turns backend deltas into chunks: stop strings cut the stream, metadata rides the last chunk."""
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+        self._scanner = StopScanner(call.request.stop)
+        self._texts: list[str] = []
+        self.done = False
+
+    def feed(self, delta: str, result: VisionResult | None) -> Iterator[ChatGenerationChunk]:
+        text = self._scanner.feed(delta)
+        if result is None and not self._scanner.stopped:
+            if text:
+                self._texts.append(text)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+            return
+        yield self._last(text + self._scanner.flush(), result)
+
+    def finish(self) -> Iterator[ChatGenerationChunk]:
+        """The last chunk, when the stream ended without a result or a stop."""
+        if not self.done:
+            yield self._last(self._scanner.flush(), None)
+
+    def _last(self, text: str, result: VisionResult | None) -> ChatGenerationChunk:
+        self.done = True
+        self._texts.append(text)
+        usage, estimated = _usage(self._call, result, "".join(self._texts))
+        finish: FinishReason | None = "stop" if self._scanner.stopped else None
+        if finish is None and result is not None:
+            finish = result.finish_reason
+        message = AIMessageChunk(
+            content=text,
+            usage_metadata=usage,
+            response_metadata=_metadata(self._call, result, finish, estimated),
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=message)

@@ -1,0 +1,166 @@
+"""`LlavaImageTool`: a tool an agent calls to ask LLaVA a question about one image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
+from langchain_core.tools import BaseTool, ToolException
+from langchain_core.utils import secret_from_env
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+
+from .. import errors
+from ..backends.base import Backend
+from ..images import ImageInput
+from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest, VisionResult
+from ._backend import build_fal_backend, check_backend
+
+__all__ = ["LlavaImageInput", "LlavaImageTool"]
+
+_IMAGE_FORMS = "an http(s) URL or a data:image/...;base64 URI of a JPEG, PNG, WebP, GIF or BMP image"
+
+
+class LlavaImageInput(BaseModel):
+    """Arguments of `LlavaImageTool`."""
+
+    image: str = Field(
+        description=f"The image to look at: {_IMAGE_FORMS} (or a local file path, if the tool allows it)."
+    )
+    question: str = Field(description="What to ask about the image, e.g. 'How many people are in it?'")
+
+
+class LlavaImageTool(BaseTool):
+    """Ask LLaVA Llama3 a question about one image; for agents whose own model cannot see.
+
+    Returns the answer as the tool's content and, as its artifact, a dict with the
+    model, request id, usage and finish reason. Problems an agent can act on (a URL
+    the server cannot fetch, bytes that are not an image, an image that is too
+    large, a busy server) come back as tool errors with advice; configuration
+    problems (no API key, unknown endpoint) are raised to the developer.
+
+    Local paths are read only with ``allow_local_paths=True``: the agent then
+    chooses which files are read, so enable it only for trusted agents.
+
+    Example:
+        .. code-block:: python
+
+            from langchain.agents import create_agent
+            from llava_bridge.langchain import LlavaImageTool
+
+            agent = create_agent("openai:gpt-4.1-mini", tools=[LlavaImageTool()])
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str = "ask_about_image"
+    description: str = (
+        "Look at one image and answer a question about it (LLaVA vision model). "
+        f"Arguments: image ({_IMAGE_FORMS}) and question (one clear question). "
+        "Returns the model's answer as text."
+    )
+    args_schema: type[BaseModel] = LlavaImageInput
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+    handle_tool_error: Any = True
+
+    model: str | None = None
+    """fal endpoint id or model name (None: the backend's default)."""
+    api_key: SecretStr | None = Field(default_factory=secret_from_env("FAL_KEY", default=None))
+    base_url: str | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+    backend: Any = Field(default=None, exclude=True)
+    """Any llava-bridge backend; a FalBackend built from the fields above when None."""
+    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    allow_local_paths: bool = False
+    """Let `image` be a local file path (the agent then decides which files are read)."""
+
+    _default_backend: Backend | None = PrivateAttr(default=None)
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: Any) -> Any:
+        return check_backend(value)
+
+    def get_backend(self) -> Backend:
+        """The backend questions go to (the default FalBackend is made on first use)."""
+        if self.backend is not None:
+            backend: Backend = self.backend
+            return backend
+        if self._default_backend is None:
+            self._default_backend = build_fal_backend(
+                model=self.model,
+                api_key=self.api_key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+            )
+        return self._default_backend
+
+    def _run(
+        self, image: str, question: str, run_manager: CallbackManagerForToolRun | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        with _agent_errors():
+            request = self._request(image, question)
+            return _answer(self.get_backend().generate(request), request)
+
+    async def _arun(
+        self, image: str, question: str, run_manager: AsyncCallbackManagerForToolRun | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        with _agent_errors():
+            request = self._request(image, question)
+            return _answer(await self.get_backend().agenerate(request), request)
+
+    def _request(self, image: str, question: str) -> VisionRequest:
+        return VisionRequest(
+            prompt=question,
+            image=ImageInput.coerce(image, allow_paths=self.allow_local_paths),
+            max_new_tokens=self.max_new_tokens,
+            model=self.model,
+        )
+
+
+def _answer(result: VisionResult, request: VisionRequest) -> tuple[str, dict[str, Any]]:
+    usage = result.usage
+    artifact = {
+        "model": result.model,
+        "request_id": result.request_id,
+        "finish_reason": result.finish_reason,
+        "usage": {
+            "input_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "estimated": usage.estimated,
+        },
+        "image": request.image.source if request.image is not None else None,
+    }
+    return result.text, artifact
+
+
+@contextmanager
+def _agent_errors() -> Iterator[None]:
+    """Turn failures an agent can act on into ToolExceptions with advice; re-raise the rest."""
+    try:
+        yield
+    except errors.InvalidImageError as exc:
+        raise ToolException(f"The image cannot be used: {exc} Give {_IMAGE_FORMS}.") from exc
+    except errors.ContextOverflowError as exc:
+        raise ToolException(f"The question is too long for the model: {exc}") from exc
+    except errors.InvalidRequestError as exc:
+        raise ToolException(f"The request is invalid: {exc}") from exc
+    except (errors.UnprocessableEntityError, errors.BadRequestError, errors.JobFailedError) as exc:
+        raise ToolException(
+            f"The model server could not use this image: {exc}\nThe URL may be unreachable, "
+            "private, or not point at an image. Check that it is public and links directly to an "
+            "image file, or send the image as a data: URI."
+        ) from exc
+    except (
+        errors.APIConnectionError,
+        errors.RateLimitError,
+        errors.ServerError,
+        errors.DeadlineExceededError,
+    ) as exc:
+        raise ToolException(
+            f"The vision model is unavailable right now ({exc}). Try again in a minute, or go on without it."
+        ) from exc
