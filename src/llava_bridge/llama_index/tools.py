@@ -62,8 +62,8 @@ class LlavaToolSpec(BaseToolSpec):
         """Answer a question about one image by looking at it.
 
         Args:
-            image: The image: an http(s) URL, a data URI, or a local file path where allowed.
-            question: What to find out about the image, as a full question.
+            image (str): The image: an http(s) URL, a data URI, or a local file path where allowed.
+            question (str): What to find out about the image, as a full question.
         """
         return self.backend.generate(self._request(image, question)).text
 
@@ -71,8 +71,8 @@ class LlavaToolSpec(BaseToolSpec):
         """Answer a question about one image by looking at it.
 
         Args:
-            image: The image: an http(s) URL, a data URI, or a local file path where allowed.
-            question: What to find out about the image, as a full question.
+            image (str): The image: an http(s) URL, a data URI, or a local file path where allowed.
+            question (str): What to find out about the image, as a full question.
         """
         request = await asyncio.to_thread(self._request, image, question)
         return (await self.backend.agenerate(request)).text
@@ -81,7 +81,7 @@ class LlavaToolSpec(BaseToolSpec):
         """Describe what one image shows: subjects, colours, visible text and setting.
 
         Args:
-            image: The image: an http(s) URL, a data URI, or a local file path where allowed.
+            image (str): The image: an http(s) URL, a data URI, or a local file path where allowed.
         """
         return self.ask_about_image(image, self.describe_prompt)
 
@@ -89,7 +89,7 @@ class LlavaToolSpec(BaseToolSpec):
         """Describe what one image shows: subjects, colours, visible text and setting.
 
         Args:
-            image: The image: an http(s) URL, a data URI, or a local file path where allowed.
+            image (str): The image: an http(s) URL, a data URI, or a local file path where allowed.
         """
         return await self.aask_about_image(image, self.describe_prompt)
 

@@ -1,0 +1,143 @@
+"""LlavaToolSpec: tool metadata, direct calls, and agents (FunctionAgent, ReActAgent) that use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
+from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.llms import ChatMessage, MessageRole
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.tools.tool_spec.base import BaseToolSpec
+
+from llava_bridge import ConfigurationError, FakeBackend, InvalidImageError, VisionRequest
+from llava_bridge.llama_index import LlavaLLM, LlavaToolSpec
+
+from .conftest import colour_png, data_uri
+
+
+def test_is_a_tool_spec_with_four_functions() -> None:
+    assert BaseToolSpec.__name__ in [base.__name__ for base in LlavaToolSpec.__mro__]
+    tools = LlavaToolSpec(backend=FakeBackend()).to_tool_list()
+    assert [tool.metadata.name for tool in tools] == ["ask_about_image", "describe_image"]
+    for tool in tools:
+        assert len(tool.metadata.description) <= 1024
+        assert tool.metadata.to_openai_tool()["function"]["name"] == tool.metadata.name
+        assert tool.async_fn is not None and tool.fn is not None
+    schema = tools[0].metadata.get_parameters_dict()
+    assert schema["required"] == ["image", "question"]
+    assert "data URI" in schema["properties"]["image"]["description"]
+
+
+def test_tools_call_and_acall_answer_from_the_image(colour_backend: FakeBackend) -> None:
+    ask, describe = LlavaToolSpec(backend=colour_backend, describe_prompt="Say the colour.").to_tool_list()
+    uri = data_uri(colour_png("purple", "lime"))
+    output = ask.call(image=uri, question="What colour is it?")
+    assert output.content == "A picture dominated by the colour purple."
+    assert not output.is_error
+    assert colour_backend.history[-1].prompt == "What colour is it?"
+    assert describe.call(image=uri).content == output.content
+    assert colour_backend.history[-1].prompt == "Say the colour."
+
+
+async def test_async_tools(colour_backend: FakeBackend) -> None:
+    spec = LlavaToolSpec(backend=colour_backend)
+    uri = data_uri(colour_png("beige"))
+    assert await spec.aask_about_image(uri, "Colour?") == spec.ask_about_image(uri, "Colour?")
+    ask = spec.to_tool_list()[0]
+    assert (await ask.acall(image=uri, question="Colour?")).content.endswith("beige.")
+
+
+def test_url_is_handed_to_the_backend_unfetched(colour_backend: FakeBackend) -> None:
+    answer = LlavaToolSpec(backend=colour_backend).describe_image("https://192.0.2.1/dog.jpg")
+    assert answer == "An image at https://192.0.2.1/dog.jpg."
+
+
+def test_local_paths_only_when_allowed(colour_backend: FakeBackend, red_path: Path) -> None:
+    with pytest.raises(InvalidImageError, match="allow_local_paths=True"):
+        LlavaToolSpec(backend=colour_backend).describe_image(str(red_path))
+    assert colour_backend.history == []
+    allowed = LlavaToolSpec(backend=colour_backend, allow_local_paths=True)
+    assert allowed.describe_image(str(red_path)) == "A picture dominated by the colour red."
+
+
+def test_settings_with_a_backend_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="base_url="):
+        LlavaToolSpec(backend=FakeBackend(), base_url="http://127.0.0.1:1")
+
+
+async def test_function_agent_calls_the_tool_and_uses_its_answer(colour_backend: FakeBackend) -> None:
+    uri = data_uri(colour_png("maroon", "mint"))
+    seen: list[list[ChatMessage]] = []
+
+    def script(messages: list[ChatMessage], **kwargs: Any) -> ChatMessage:
+        """A tool-calling LLM: first ask LLaVA, then answer from the tool's output."""
+        seen.append(list(messages))
+        results = [m for m in messages if m.role == MessageRole.TOOL]
+        if not results:
+            assert {tool.metadata.name for tool in kwargs["tools"]} == {"ask_about_image", "describe_image"}
+            call = ToolCallBlock(
+                tool_call_id="call-1",
+                tool_name="ask_about_image",
+                tool_kwargs={"image": uri, "question": "Which colour fills the picture?"},
+            )
+            return ChatMessage(role=MessageRole.ASSISTANT, blocks=[call])
+        return ChatMessage(
+            role=MessageRole.ASSISTANT, content=f"LLaVA looked and said: {results[-1].content}"
+        )
+
+    agent = FunctionAgent(
+        tools=LlavaToolSpec(backend=colour_backend).to_tool_list(),
+        llm=MockFunctionCallingLLM(response_generator=script),
+    )
+    response = await agent.run(user_msg="What colour is my picture?")
+    assert str(response) == "LLaVA looked and said: A picture dominated by the colour maroon."
+    assert [r.prompt for r in colour_backend.history] == ["Which colour fills the picture?"]
+    assert len(seen) == 2
+    assert response.tool_calls[0].tool_output.content == "A picture dominated by the colour maroon."
+
+
+async def test_function_agent_sees_tool_errors_as_text(colour_backend: FakeBackend) -> None:
+    def script(messages: list[ChatMessage], **kwargs: Any) -> ChatMessage:
+        results = [m for m in messages if m.role == MessageRole.TOOL]
+        if not results:
+            call = ToolCallBlock(
+                tool_call_id="c", tool_name="describe_image", tool_kwargs={"image": "cat.png"}
+            )
+            return ChatMessage(role=MessageRole.ASSISTANT, blocks=[call])
+        return ChatMessage(role=MessageRole.ASSISTANT, content=f"Tool failed: {results[-1].content}")
+
+    agent = FunctionAgent(
+        tools=LlavaToolSpec(backend=colour_backend).to_tool_list(),
+        llm=MockFunctionCallingLLM(response_generator=script),
+    )
+    response = await agent.run(user_msg="Describe cat.png")
+    assert "is not an http(s) URL or a data URI" in str(response)
+    assert colour_backend.history == []
+
+
+def react_script(request: VisionRequest) -> str:
+    """LLaVA itself as the ReAct reasoner (text-only turns), scripted through FakeBackend."""
+    assert "ask_about_image" in request.messages[0].content  # the tool list is in the system prompt
+    transcript = "\n".join(m.content for m in request.messages if m.role != "system")
+    if "Observation:" not in transcript:
+        action_input = json.dumps({"image": "https://192.0.2.1/flag.png", "question": "Colours?"})
+        return f"Thought: I need to look at the image.\nAction: ask_about_image\nAction Input: {action_input}"
+    observation = transcript.rsplit("Observation:", 1)[1].strip()
+    return f"Thought: I can answer without using any more tools.\nAnswer: The tool saw: {observation}"
+
+
+async def test_react_agent_with_llava_as_reasoner_and_tool(colour_backend: FakeBackend) -> None:
+    reasoner = FakeBackend(react_script, model_name="fake-reasoner")
+    agent = ReActAgent(
+        tools=LlavaToolSpec(backend=colour_backend).to_tool_list(),
+        llm=LlavaLLM(backend=reasoner, max_new_tokens=200),
+    )
+    response = await agent.run(user_msg="What colours has the flag?")
+    assert str(response) == "The tool saw: An image at https://192.0.2.1/flag.png."
+    assert [r.prompt for r in colour_backend.history] == ["Colours?"]
+    assert len(reasoner.history) == 2
+    assert reasoner.history[0].messages[0].role == "system"
