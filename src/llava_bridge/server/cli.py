@@ -1,0 +1,108 @@
+"""Command-line flags of `llava-bridge serve` (also `python -m llava_bridge.server`).
+
+`add_serve_arguments(parser)` adds the flags to any argparse parser;
+`serve_from_args(args)` builds the backend and serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from pydantic import SecretStr
+
+from ..backends.factory import make_backend
+from .serving import serve
+from .settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings
+
+__all__ = ["API_KEY_ENV", "add_serve_arguments", "main", "serve_from_args"]
+
+API_KEY_ENV = "LLAVA_BRIDGE_SERVER_KEY"
+"""Environment variable read for the server's API key when --api-key is not given."""
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the serve flags to `parser`."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument(
+        "--backend",
+        choices=("fake", "local", "openai", "fal"),
+        default="fake",
+        help="what answers (default fake)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="the backend's model (local: a Hugging Face id or path)"
+    )
+    parser.add_argument(
+        "--base-url", default=None, help="openai backend: the server's URL (vLLM, llama.cpp, ...)"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Key <key>' (default: ${API_KEY_ENV} if set, else no key)",
+    )
+    parser.add_argument(
+        "--db", default=None, help=f"SQLite job database (default {DEFAULT_DB_PATH}; ':memory:')"
+    )
+    parser.add_argument("--fake-latency", type=float, default=0.0, help="fake backend: seconds per job")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="jobs handed to the backend at once (default 4)"
+    )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=None,
+        help=f"an endpoint id to serve, repeatable (default: {', '.join(DEFAULT_ENDPOINTS)})",
+    )
+    parser.add_argument(
+        "--max-body-mb", type=float, default=16.0, help="request body cap in MiB (default 16)"
+    )
+    parser.add_argument(
+        "--result-retention", type=float, default=3600.0, help="seconds results are kept (default 3600)"
+    )
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="let image URLs reach private, loopback and link-local addresses (off by default: SSRF guard)",
+    )
+    parser.add_argument(
+        "--allow-url-host",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="one private host image URLs may reach, repeatable (narrower than --allow-private-urls)",
+    )
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+def serve_from_args(args: argparse.Namespace) -> None:
+    """Build the backend the flags name and serve it (blocking)."""
+    backend = make_backend(
+        args.backend, model=args.model, base_url=args.base_url, fake_latency=args.fake_latency
+    )
+    key: str | None = args.api_key or os.environ.get(API_KEY_ENV)
+    settings = ServerSettings(
+        db_path=args.db or DEFAULT_DB_PATH,
+        api_key=SecretStr(key) if key else None,
+        endpoints=tuple(args.endpoint or DEFAULT_ENDPOINTS),
+        concurrency=args.concurrency,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        result_retention_s=args.result_retention,
+        purge_interval_s=min(60.0, max(args.result_retention / 4, 0.5)),
+        allow_private_urls=args.allow_private_urls,
+        allowed_url_hosts=tuple(args.allow_url_host),
+    )
+    serve(host=args.host, port=args.port, backend=backend, settings=settings, log_level=args.log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = add_serve_arguments(
+        argparse.ArgumentParser(prog="llava-bridge serve", description="Serve a backend over fal's protocol.")
+    )
+    serve_from_args(parser.parse_args(argv))
+    return 0

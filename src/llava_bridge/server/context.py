@@ -1,0 +1,59 @@
+"""What every route needs, made when the app starts, and the URL layout it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from ..backends.base import Backend
+from ..backends.fal import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
+from .auth import Authenticator
+from .db import Database
+from .images import ImageResolver
+from .runner import JobRunner
+from .settings import ServerSettings
+
+__all__ = ["CDN_PREFIX", "REST_PREFIX", "RUN_PREFIX", "ServerContext", "base_url", "get_context"]
+
+RUN_PREFIX = LOCAL_RUN_PREFIX
+"""Synchronous run and `/stream` live under this prefix (fal's `fal.run` host)."""
+REST_PREFIX = LOCAL_REST_PREFIX
+"""Storage token and upload initiation (fal's `rest.fal.ai` host)."""
+CDN_PREFIX = LOCAL_CDN_PREFIX
+"""Uploads and stored files (fal's `v3.fal.media` host)."""
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """The running server's parts."""
+
+    settings: ServerSettings
+    backend: Backend
+    db: Database
+    runner: JobRunner
+    resolver: ImageResolver
+    authenticator: Authenticator
+
+    def app_id(self, owner: str, alias: str) -> str:
+        """`owner/alias` when this server serves it, else a 404 in fal's shape."""
+        app = f"{owner}/{alias}"
+        if app not in self.settings.endpoints:
+            raise HTTPException(
+                404,
+                detail=f'Application "{alias}" not found; '
+                f"this server serves {', '.join(self.settings.endpoints)}.",
+            )
+        return app
+
+
+def get_context(request: Request) -> ServerContext:
+    context = getattr(request.app.state, "llava_bridge", None)
+    if not isinstance(context, ServerContext):
+        raise HTTPException(503, detail="The server is starting or stopping; try again in a moment.")
+    return context
+
+
+def base_url(request: Request) -> str:
+    """The URL the client reached this server at, without a trailing slash."""
+    return str(request.base_url).rstrip("/")
