@@ -22,6 +22,8 @@ import pytest
 import pytest_socket
 from langchain_tests.integration_tests import chat_models as standard_chat_tests
 
+from tests.support.local_server import LocalServer, running_server
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 INTERNET_IMAGE_HOSTS = frozenset({"raw.githubusercontent.com"})
 
@@ -55,6 +57,14 @@ def image_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def local_server(image_server: str) -> Iterator[LocalServer]:
+    """`llava-bridge serve --backend fake` as a real process; image URLs may reach the image server."""
+    host = urlsplit(image_server).netloc
+    with running_server("--backend", "fake", "--allow-url-host", host) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

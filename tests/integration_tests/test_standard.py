@@ -1,6 +1,8 @@
 """LangChain's standard integration suites for ChatLlava and LlavaImageTool.
 
-`TestChatLlavaInProcess` runs the whole chat-model suite against a `FakeBackend`
+`TestChatLlavaLocalServer` and `TestLlavaImageToolLocalServer` use the default
+`FalBackend` over real HTTP against `llava-bridge serve --backend fake`, started
+as a subprocess on 127.0.0.1. `TestChatLlavaInProcess` runs the whole chat-model suite against a `FakeBackend`
 whose answers are computed from the request (JSON for the schema the prompt
 asks for), so the structured-output and JSON-mode tests check real parsing.
 """
@@ -9,13 +11,81 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests, ToolsIntegrationTests
 
 from llava_bridge import FakeBackend, ImageInput
 from llava_bridge.langchain import ChatLlava, LlavaImageTool
+from tests.support.local_server import LocalServer
 
 from .conftest import DATA
 from .responders import answer
+
+
+class _OnLocalServer:
+    """Points the default FalBackend at the session's local fal-compatible server."""
+
+    base_url = ""
+
+    @pytest.fixture(autouse=True)
+    def _use_local_server(self, local_server: LocalServer) -> None:
+        self.base_url = local_server.base_url
+
+    @property
+    def server_params(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "api_key": "local-test-key", "timeout": 30}
+
+
+class TestChatLlavaLocalServer(_OnLocalServer, ChatModelIntegrationTests):
+    @property
+    def chat_model_class(self) -> type[ChatLlava]:
+        return ChatLlava
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "fal-ai/llava-llama3-8b-v11", **self.server_params}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        # LLaVA has no tool calling; bind_tools is overridden only to raise a clear error.
+        return False
+
+    @property
+    def has_structured_output(self) -> bool:
+        # The server's FakeBackend answers one canned sentence and cannot be given a responder, so
+        # JSON answers cannot come back through it; the structured-output and JSON-mode tests run
+        # in TestChatLlavaInProcess, against a FakeBackend that answers the schema it is sent.
+        return False
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return True
+
+    @property
+    def supports_image_urls(self) -> bool:
+        # The test's URL block names raw.githubusercontent.com, which the server would fetch from
+        # the internet; URL images over the server are tested with a loopback URL in
+        # test_server_roundtrip.py instead.
+        return False
+
+    @property
+    def model_override_value(self) -> str:
+        return "fal-ai/llava-next"
+
+
+class TestLlavaImageToolLocalServer(_OnLocalServer, ToolsIntegrationTests):
+    @property
+    def tool_constructor(self) -> type[LlavaImageTool]:
+        return LlavaImageTool
+
+    @property
+    def tool_constructor_params(self) -> dict[str, Any]:
+        return self.server_params
+
+    @property
+    def tool_invoke_params_example(self) -> dict[str, Any]:
+        image = ImageInput.from_path(DATA / "coffee.png").to_data_uri()
+        return {"image": image, "question": "What is in the cup?"}
 
 
 class TestChatLlavaInProcess(ChatModelIntegrationTests):

@@ -271,3 +271,25 @@ def test_api_key_is_a_secret_read_from_the_environment(monkeypatch: pytest.Monke
     llm = ChatLlava()
     assert isinstance(llm.api_key, SecretStr) and llm.api_key.get_secret_value() == "env-key-123"
     assert "env-key-123" not in repr(llm)
+
+
+def test_default_backend_is_fal_built_from_the_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llava_bridge import FalBackend
+
+    monkeypatch.delenv("FAL_KEY", raising=False)
+    llm = ChatLlava(model="fal-ai/llava-next", api_key="fal-k", base_url="http://127.0.0.1:9", timeout=5)
+    backend = llm.get_backend()
+    assert isinstance(backend, FalBackend) and backend.model_name == "fal-ai/llava-next"
+    assert backend is llm.get_backend()  # made once
+    assert "fal-k" not in repr(backend)
+
+
+def test_missing_key_fails_at_the_first_call_as_an_authentication_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "LLAVA_FAL_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    llm = ChatLlava()  # constructing needs no key
+    with pytest.raises(lc_errors.ModelAuthenticationError, match="FAL_KEY") as caught:
+        llm.invoke("hi")
+    assert isinstance(caught.value, MissingCredentialsError) and caught.value.is_retryable is False
