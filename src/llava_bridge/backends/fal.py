@@ -1,30 +1,75 @@
 """`FalBackend`: LLaVA on fal's queue, run and stream APIs.
 
+The protocol lives in IO-free flows (`_fal_queue`, `_fal_ops`, `_fal_storage`),
+driven by thin sync and async shells (`_fal_drivers`); this module is the class.
+
 Hosts. fal has four: queue (submit/status/result/cancel), run (sync run and
 `/stream`), rest (storage tokens, upload initiation) and cdn (uploads). Each is a
 constructor argument. `base_url=` (or the env var `LLAVA_FAL_BASE_URL`) points all
 four at one server, such as `llava-bridge serve`, with this layout:
 
-=========  ===========================  =========================================
-host       URL                          routes under it
-=========  ===========================  =========================================
-queue      ``{base}``                   ``POST /{endpoint}``, ``GET /{owner}/{alias}/requests/{id}[/status[/stream]]``, ``PUT .../cancel``
-run        ``{base}{LOCAL_RUN_PREFIX}``  ``POST /{endpoint}``, ``POST /{endpoint}/stream``
-rest       ``{base}{LOCAL_REST_PREFIX}`` ``POST /storage/auth/token``, ``POST /storage/upload/initiate``
-cdn        ``{base}{LOCAL_CDN_PREFIX}``  ``POST /files/upload``
-=========  ===========================  =========================================
+- queue: ``{base}`` -- ``POST /{endpoint}``; ``GET /{owner}/{alias}/requests/{id}``
+  (result), ``.../status``, ``.../status/stream``; ``PUT .../cancel``
+- run: ``{base}{LOCAL_RUN_PREFIX}`` = ``{base}/run`` -- ``POST /{endpoint}``, ``POST /{endpoint}/stream``
+- rest: ``{base}{LOCAL_REST_PREFIX}`` = ``{base}/rest`` -- ``POST /storage/auth/token``,
+  ``POST /storage/upload/initiate``
+- cdn: ``{base}{LOCAL_CDN_PREFIX}`` = ``{base}/cdn`` -- ``POST /files/upload``
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from .. import retry
+from .._version import __version__
+from ..errors import ConfigurationError, MissingCredentialsError
+from ..images import ResizePolicy
+from ..prompts import CONTEXT_WINDOW, estimate_tokens
+from ..types import VisionChunk, VisionRequest, VisionResult
+from ._fal_drivers import iterate_async, iterate_sync, run_async, run_sync
+from ._fal_http import Deadline, FalConfig, finite_positive, is_fal_host
+from ._fal_ops import (
+    FalContext,
+    Prepared,
+    TextOnly,
+    events_flow,
+    finish_flow,
+    queue_flow,
+    run_flow,
+    stream_flow,
+    submit_job_flow,
+)
+from ._fal_profiles import DEFAULT_ENDPOINT, check_endpoint
+from ._fal_queue import FalStatus, Job, LogLine, cancel_flow, status_flow
+from ._fal_storage import StorageState
+
 __all__ = [
     "DEFAULT_CDN_URL",
+    "DEFAULT_ENDPOINT",
     "DEFAULT_QUEUE_URL",
     "DEFAULT_REST_URL",
     "DEFAULT_RUN_URL",
+    "INLINE_THRESHOLD",
     "LOCAL_CDN_PREFIX",
     "LOCAL_REST_PREFIX",
     "LOCAL_RUN_PREFIX",
+    "POLL_INTERVAL",
+    "AsyncFalRequestHandle",
+    "FalBackend",
+    "FalRequestHandle",
+    "FalStatus",
+    "LogLine",
 ]
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
@@ -38,3 +83,396 @@ LOCAL_REST_PREFIX = "/rest"
 """Under `base_url`, the storage token and upload-initiate routes live here."""
 LOCAL_CDN_PREFIX = "/cdn"
 """Under `base_url`, the CDN upload route lives here."""
+BASE_URL_ENV = "LLAVA_FAL_BASE_URL"
+
+POLL_INTERVAL = 0.25
+"""Seconds between status polls, when the status stream cannot be used."""
+STREAM_IDLE_TIMEOUT = 15.0
+"""A status stream silent this long is dropped for polling (fal-js uses 15 s too)."""
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+"""Per-call read limit for submit, status, result and cancel."""
+RUN_TIMEOUT = 600.0
+"""Per-read limit for sync runs and /stream, which hold the answer back while the model works."""
+INLINE_THRESHOLD = 48 * 1024
+"""Images (after resizing) of at most this many bytes go inline as a data URI; larger ones
+are uploaded once to fal storage and sent by URL."""
+_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+
+QueueCallback = Callable[[FalStatus], Any]
+
+
+def _secret(value: str | SecretStr | None) -> SecretStr | None:
+    if value is None or isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(f"api_key must be a string, not {type(value).__name__}.")
+    return SecretStr(value)
+
+
+def _env_key() -> SecretStr | None:
+    key = os.environ.get("FAL_KEY", "").strip()
+    if key:
+        return SecretStr(key)
+    key_id = os.environ.get("FAL_KEY_ID", "").strip()
+    key_secret = os.environ.get("FAL_KEY_SECRET", "").strip()
+    if key_id and key_secret:
+        return SecretStr(f"{key_id}:{key_secret}")
+    return None
+
+
+def _check_url(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an http(s) URL such as https://queue.fal.run, not {url!r}.")
+    return url.rstrip("/")
+
+
+class FalBackend:
+    """LLaVA on fal: the queue protocol (default), or `mode="run"` for one synchronous call.
+
+    `generate` submits the request to fal's queue, follows its status (SSE stream,
+    polling as fallback) and fetches the result at once; `stream` reads the
+    endpoint's `/stream`. `submit` returns a handle to follow a job yourself, and
+    `handle(request_id)` resumes one from another process.
+
+    The key comes from `api_key=`, else `FAL_KEY`, else `FAL_KEY_ID` + `FAL_KEY_SECRET`,
+    and is looked up at the first call. With `base_url=` (or `LLAVA_FAL_BASE_URL`)
+    pointing at a server of your own, no key is needed, and one from the environment
+    is not sent there.
+
+    `timeout` is a wall clock over a whole call: when it runs out the fal job is
+    cancelled (PUT cancel) and `DeadlineExceededError` is raised. `start_timeout`
+    is fal's server-side limit on the wait for a runner (`X-Fal-Request-Timeout`).
+    """
+
+    context_window = CONTEXT_WINDOW
+    exact_token_counts = False
+
+    def __init__(
+        self,
+        model: str = DEFAULT_ENDPOINT,
+        *,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        queue_url: str | None = None,
+        run_url: str | None = None,
+        rest_url: str | None = None,
+        cdn_url: str | None = None,
+        mode: Literal["queue", "run"] = "queue",
+        timeout: float | None = None,
+        max_retries: int = retry.MAX_ATTEMPTS - 1,
+        start_timeout: float | None = None,
+        priority: Literal["normal", "low"] | None = None,
+        webhook_url: str | None = None,
+        hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        on_queue_update: QueueCallback | None = None,
+        resize: ResizePolicy | None = ResizePolicy(),  # noqa: B008 - frozen, shared safely
+        inline_threshold: int = INLINE_THRESHOLD,
+        text_only: TextOnly = "placeholder",
+        status_stream: bool = True,
+        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._model = check_endpoint(model)
+        if mode not in ("queue", "run"):
+            raise ConfigurationError(f"mode must be 'queue' or 'run', not {mode!r}.")
+        if text_only not in ("placeholder", "error"):
+            raise ConfigurationError(f"text_only must be 'placeholder' or 'error', not {text_only!r}.")
+        if priority not in (None, "normal", "low"):
+            raise ConfigurationError(f"priority must be 'normal' or 'low', not {priority!r}.")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be a whole number >= 0, not {max_retries!r}.")
+        if (
+            isinstance(inline_threshold, bool)
+            or not isinstance(inline_threshold, int)
+            or inline_threshold < 0
+        ):
+            raise ConfigurationError(f"inline_threshold must be a byte count >= 0, not {inline_threshold!r}.")
+        if on_queue_update is not None and not callable(on_queue_update):
+            raise ConfigurationError("on_queue_update must be a function taking a FalStatus.")
+        self.mode = mode
+        self.timeout = finite_positive("timeout", timeout)
+        self.on_queue_update = on_queue_update
+        base = base_url or os.environ.get(BASE_URL_ENV) or None
+        if base is not None:
+            base = _check_url("base_url", base)
+        self._api_key = _secret(api_key)
+        self._config_template = FalConfig(
+            queue_url=_check_url("queue_url", queue_url or base or DEFAULT_QUEUE_URL),
+            run_url=_check_url("run_url", run_url or (base + LOCAL_RUN_PREFIX if base else DEFAULT_RUN_URL)),
+            rest_url=_check_url(
+                "rest_url", rest_url or (base + LOCAL_REST_PREFIX if base else DEFAULT_REST_URL)
+            ),
+            cdn_url=_check_url("cdn_url", cdn_url or (base + LOCAL_CDN_PREFIX if base else DEFAULT_CDN_URL)),
+            user_agent=f"llava-bridge/{__version__}",
+            extra_headers=_check_headers(headers),
+            start_timeout=finite_positive("start_timeout", start_timeout),
+            priority=priority,
+            hint=hint,
+            webhook_url=_check_url("webhook_url", webhook_url) if webhook_url else None,
+            max_attempts=max_retries + 1,
+            poll_interval=finite_positive("poll_interval", poll_interval) or POLL_INTERVAL,
+            stream_idle_timeout=finite_positive("stream_idle_timeout", stream_idle_timeout)
+            or STREAM_IDLE_TIMEOUT,
+            connect_timeout=finite_positive("connect_timeout", connect_timeout) or CONNECT_TIMEOUT,
+            read_timeout=finite_positive("read_timeout", read_timeout) or READ_TIMEOUT,
+            run_timeout=RUN_TIMEOUT,
+            use_status_stream=bool(status_stream),
+        )
+        self._resize = resize
+        self._inline_threshold = inline_threshold
+        self._text_only: TextOnly = text_only
+        self._storage = StorageState()
+        self._context: FalContext | None = None
+        self._http_client = http_client
+        self._async_http_client = async_http_client
+        self._own_client: httpx.Client | None = None
+        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]] = {}
+        self._lock = threading.Lock()
+
+    # -- what the Backend protocol asks ------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (fal does not expose the tokenizer); see `exact_token_counts`."""
+        return estimate_tokens(text)
+
+    def generate(self, request: VisionRequest) -> VisionResult:
+        """Answer through the queue (or one sync call in `mode="run"`), blocking."""
+        flow = (run_flow if self.mode == "run" else queue_flow)(self._ctx(), request, self.timeout)
+        return run_sync(flow, self._client(), self.on_queue_update)
+
+    async def agenerate(self, request: VisionRequest) -> VisionResult:
+        """Async `generate`."""
+        flow = (run_flow if self.mode == "run" else queue_flow)(self._ctx(), request, self.timeout)
+        return await run_async(flow, self._async_client(), self.on_queue_update)
+
+    def stream(self, request: VisionRequest) -> Iterator[VisionChunk]:
+        """Yield the new text of each `/stream` event; the last chunk carries the result."""
+        flow = stream_flow(self._ctx(), request, self.timeout)
+        yield from iterate_sync(flow, self._client())
+
+    async def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
+        """Async `stream`."""
+        flow = stream_flow(self._ctx(), request, self.timeout)
+        async for chunk in iterate_async(flow, self._async_client()):
+            yield chunk
+
+    # -- the queue, by hand --------------------------------------------------------------
+
+    def submit(self, request: VisionRequest) -> FalRequestHandle:
+        """Queue the request and return a handle to follow, fetch or cancel it."""
+        ctx = self._ctx()
+        job, prepared = run_sync(submit_job_flow(ctx, Deadline.after(self.timeout), request), self._client())
+        return FalRequestHandle(self, job, prepared)
+
+    async def asubmit(self, request: VisionRequest) -> AsyncFalRequestHandle:
+        """Async `submit`."""
+        ctx = self._ctx()
+        flow = submit_job_flow(ctx, Deadline.after(self.timeout), request)
+        job, prepared = await run_async(flow, self._async_client())
+        return AsyncFalRequestHandle(self, job, prepared)
+
+    def handle(self, request_id: str, *, model: str | None = None) -> FalRequestHandle:
+        """A handle on a job submitted earlier (by this or another process)."""
+        endpoint = check_endpoint(model) if model else self._model
+        return FalRequestHandle(self, Job.resume(request_id, endpoint, self._config_template.queue_url), None)
+
+    def ahandle(self, request_id: str, *, model: str | None = None) -> AsyncFalRequestHandle:
+        """An async handle on a job submitted earlier."""
+        endpoint = check_endpoint(model) if model else self._model
+        return AsyncFalRequestHandle(
+            self, Job.resume(request_id, endpoint, self._config_template.queue_url), None
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def uploads(self) -> int:
+        """How many images this backend has uploaded to fal storage."""
+        return self._storage.uploads
+
+    def _ctx(self) -> FalContext:
+        """The flows' context; resolves the key on first use (raising when it is missing)."""
+        if self._context is not None:
+            return self._context
+        template = self._config_template
+        key, explicit = self._api_key, self._api_key is not None
+        if key is None:
+            key = _env_key()
+        hosts = (template.queue_url, template.run_url, template.rest_url, template.cdn_url)
+        if key is None and any(is_fal_host(url) for url in hosts):
+            raise MissingCredentialsError()
+        config = dataclasses.replace(template, key=key, key_explicit=explicit)
+        self._context = FalContext(
+            config=config,
+            storage=self._storage,
+            model=self._model,
+            resize=self._resize,
+            inline_threshold=self._inline_threshold,
+            text_only=self._text_only,
+        )
+        return self._context
+
+    def _client(self) -> httpx.Client:
+        if self._http_client is not None:
+            return self._http_client
+        with self._lock:
+            if self._own_client is None:
+                self._own_client = httpx.Client(limits=_LIMITS)
+            return self._own_client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """The injected async client, or one of our own per event loop (clients cannot cross loops)."""
+        if self._async_http_client is not None:
+            return self._async_http_client
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._own_async.get(id(loop))
+            if entry is not None and entry[0]() is loop:
+                return entry[1]
+            for key, (ref, _) in list(self._own_async.items()):
+                if ref() is None or ref().is_closed():  # type: ignore[union-attr]
+                    del self._own_async[key]
+            client = httpx.AsyncClient(limits=_LIMITS)
+            self._own_async[id(loop)] = (weakref.ref(loop), client)
+            return client
+
+    def close(self) -> None:
+        """Close the HTTP client this backend made (an injected one is left open)."""
+        with self._lock:
+            client, self._own_client = self._own_client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients this backend made for the running event loop, and the sync one."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._own_async.pop(id(loop), None)
+        if entry is not None:
+            await entry[1].aclose()
+        self.close()
+
+    def __enter__(self) -> FalBackend:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> FalBackend:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        queue_url = self._config_template.queue_url
+        return f"FalBackend(model={self._model!r}, mode={self.mode!r}, queue_url={queue_url!r})"
+
+
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigurationError("headers must be a mapping of header names to string values.")
+    return dict(headers)
+
+
+class FalRequestHandle:
+    """A queued fal job: follow it, fetch its result, or cancel it."""
+
+    def __init__(self, backend: FalBackend, job: Job, prepared: Prepared | None) -> None:
+        self._backend = backend
+        self._job = job
+        self._prepared = prepared
+
+    @property
+    def request_id(self) -> str:
+        return self._job.request_id
+
+    @property
+    def model(self) -> str:
+        return self._job.endpoint
+
+    def status(self) -> FalStatus:
+        """One status poll; `logs` holds every line so far."""
+        flow = status_flow(self._backend._ctx().config, Deadline(), self._job)
+        return run_sync(flow, self._backend._client())
+
+    def iter_events(self) -> Iterator[FalStatus]:
+        """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
+        yield from iterate_sync(events_flow(self._backend._ctx(), self._job), self._backend._client())
+
+    def result(self, *, timeout: float | None = None) -> VisionResult:
+        """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
+        deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
+        flow = finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
+        return run_sync(flow, self._backend._client(), self._backend.on_queue_update)
+
+    def cancel(self) -> str:
+        """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
+        return run_sync(
+            cancel_flow(self._backend._ctx().config, Deadline(), self._job), self._backend._client()
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
+
+
+class AsyncFalRequestHandle:
+    """Async twin of `FalRequestHandle`."""
+
+    def __init__(self, backend: FalBackend, job: Job, prepared: Prepared | None) -> None:
+        self._backend = backend
+        self._job = job
+        self._prepared = prepared
+
+    @property
+    def request_id(self) -> str:
+        return self._job.request_id
+
+    @property
+    def model(self) -> str:
+        return self._job.endpoint
+
+    async def status(self) -> FalStatus:
+        """One status poll; `logs` holds every line so far."""
+        flow = status_flow(self._backend._ctx().config, Deadline(), self._job)
+        return await run_async(flow, self._backend._async_client())
+
+    async def iter_events(self) -> AsyncIterator[FalStatus]:
+        """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
+        async for status in iterate_async(
+            events_flow(self._backend._ctx(), self._job), self._backend._async_client()
+        ):
+            yield status
+
+    async def result(self, *, timeout: float | None = None) -> VisionResult:
+        """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
+        deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
+        flow = finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
+        return await run_async(flow, self._backend._async_client(), self._backend.on_queue_update)
+
+    async def cancel(self) -> str:
+        """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
+        flow = cancel_flow(self._backend._ctx().config, Deadline(), self._job)
+        return await run_async(flow, self._backend._async_client())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
