@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, cast
 
 from pydantic import SecretStr
 
@@ -52,10 +52,10 @@ def resolve_backend(
                 f"OpenAICompatBackend, FakeBackend), not {type(backend).__name__}."
             )
         return backend
-    from ..backends.fal import FalBackend  # type: ignore[attr-defined,unused-ignore]
+    from ..backends.fal import FalBackend
 
-    fal: Backend = FalBackend(model or DEFAULT_MODEL, **given)
-    return fal
+    # cast: the protocol declares model_name as a plain attribute, FalBackend as a property.
+    return cast(Backend, FalBackend(model or DEFAULT_MODEL, **given))
 
 
 def fit_request(request: VisionRequest, backend: Backend) -> VisionRequest:
