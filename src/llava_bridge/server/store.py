@@ -144,14 +144,20 @@ def complete(
     inference_time: float | None = None,
     from_states: Sequence[JobState] = ("IN_PROGRESS",),
 ) -> bool:
-    """Store a job's result; False when the job was not in one of `from_states`."""
+    """Store a job's result; False when the job was not in one of `from_states`.
+
+    A failure of the request itself (a body with `error_type`: cancelled, timed
+    out, the model crashed) is also shown in the status as `error`/`error_type`.
+    The model refusing the input (422 with a `detail` list) is not: clients read
+    it from the result, with its status code, as fal's clients do.
+    """
     error: str | None = None
     error_type: str | None = None
-    if status >= 400:
-        detail = body.get("detail") if isinstance(body, dict) else body
+    raw_type = body.get("error_type") if isinstance(body, dict) else None
+    if status >= 400 and isinstance(raw_type, str):
+        detail = body.get("detail")
         error = detail if isinstance(detail, str) else json.dumps(detail)
-        raw_type = body.get("error_type") if isinstance(body, dict) else None
-        error_type = raw_type if isinstance(raw_type, str) else None
+        error_type = raw_type
     marks = ",".join("?" for _ in from_states)
     cursor = conn.execute(
         "UPDATE jobs SET state = 'COMPLETED', completed_at = ?, result_status = ?, result_body = ?, "
