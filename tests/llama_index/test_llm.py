@@ -253,3 +253,31 @@ def test_colour_helper_reads_the_dominant_colour() -> None:
     from llava_bridge import ImageInput
 
     assert dominant_name(ImageInput.from_bytes(colour_png("cyan", "red"))) == "cyan"
+
+
+async def test_instrumentation_sees_every_chat_path(colour_backend: FakeBackend) -> None:
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events import BaseEvent
+    from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
+
+    class Recorder(BaseEventHandler):
+        events: list[str] = []
+
+        def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+            if isinstance(event, (LLMChatStartEvent, LLMChatEndEvent)):
+                self.events.append(type(event).__name__)
+
+    recorder = Recorder()
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(recorder)
+    try:
+        llm = LlavaLLM(backend=colour_backend)
+        messages = ask(TextBlock(text="Hi"))
+        llm.chat(messages)
+        list(llm.stream_chat(messages))
+        await llm.achat(messages)
+        [chunk async for chunk in await llm.astream_chat(messages)]
+    finally:
+        dispatcher.event_handlers.remove(recorder)
+    assert recorder.events == ["LLMChatStartEvent", "LLMChatEndEvent"] * 4

@@ -141,3 +141,9 @@ async def test_react_agent_with_llava_as_reasoner_and_tool(colour_backend: FakeB
     assert [r.prompt for r in colour_backend.history] == ["Colours?"]
     assert len(reasoner.history) == 2
     assert reasoner.history[0].messages[0].role == "system"
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_new_tokens", 0), ("describe_prompt", "  ")])
+def test_bad_settings_fail_at_construction(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        LlavaToolSpec(backend=FakeBackend(), **{option: value})

@@ -68,13 +68,12 @@ def fit_request(request: VisionRequest, backend: Backend) -> VisionRequest:
     return fitted
 
 
-def ensure_picklable(backend: Backend, owner: str) -> None:
+def ensure_picklable(backend: Backend, owner: str, advice: str = "") -> None:
     """Raise a clear error when `backend` cannot travel to another process."""
     try:
         pickle.dumps(backend)
     except Exception as exc:
         raise ConfigurationError(
-            f"{owner} cannot be pickled because its backend ({type(backend).__name__}) cannot be. "
-            "Pickling happens when IngestionPipeline runs with num_workers > 1; run it without "
-            "num_workers (ImageDescriber already sends num_workers requests at once by itself)."
+            f"{owner} cannot be pickled (e.g. to send it to worker processes) because its backend "
+            f"({type(backend).__name__}) cannot be; create it in the process that uses it. {advice}".rstrip()
         ) from exc

@@ -31,6 +31,11 @@ DEFAULT_IMAGE_PROMPT = (
     "any visible text, and the setting. Answer in plain sentences."
 )
 
+_PICKLE_ADVICE = (
+    "IngestionPipeline pickles its steps when run with num_workers > 1: run it without "
+    "num_workers, since ImageDescriber already sends num_workers requests at once itself."
+)
+
 _FATAL = (ConfigurationError, AuthenticationError, PermissionDeniedError)
 """Errors every node would hit alike: raised at once instead of collected."""
 
@@ -254,7 +259,7 @@ class ImageDescriber(TransformComponent):
     # -- pickling keeps the backend (BaseComponent would silently drop it) ----------------
 
     def __getstate__(self) -> dict[Any, Any]:
-        ensure_picklable(self._backend, "ImageDescriber")
+        ensure_picklable(self._backend, "ImageDescriber", _PICKLE_ADVICE)
         return super().__getstate__()
 
     def __setstate__(self, state: dict[Any, Any]) -> None:

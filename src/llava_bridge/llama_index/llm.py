@@ -50,7 +50,11 @@ class LlavaLLM(LLM):
     timeout=..., max_retries=...)`; the key comes from `FAL_KEY` when not given).
     Any other backend (local GPU, OpenAI-compatible server, `FakeBackend`) goes in
     `backend=`. Per call, `max_new_tokens`, `temperature`, `top_p`, `stop` and
-    `multi_image` override the fields. Usage is in `response.raw["usage"]`.
+    `multi_image` override the fields (other keyword arguments are ignored, as the
+    framework passes some through). Usage is in `response.raw["usage"]`, mirrored
+    in `additional_kwargs`, where `TokenCountingHandler` finds it. Requests are
+    trimmed to the backend's context window (oldest turns first); when even the
+    latest turn cannot fit, `ContextOverflowError` (a `ValueError`) is raised.
 
     LLaVA has no tool calling (`is_function_calling_model=False`): give it to agents
     as `LlavaToolSpec`, or use it inside a `ReActAgent`.

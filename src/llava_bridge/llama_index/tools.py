@@ -9,8 +9,9 @@ from llama_index.core.tools.tool_spec.base import SPEC_FUNCTION_TYPE, BaseToolSp
 from pydantic import SecretStr
 
 from ..backends.base import Backend
+from ..errors import ConfigurationError
 from ..images import ImageInput
-from ..types import DEFAULT_MAX_NEW_TOKENS, VisionRequest
+from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
 from ._backend import fit_request, resolve_backend
 
 __all__ = ["DEFAULT_DESCRIBE_PROMPT", "LlavaToolSpec"]
@@ -54,6 +55,10 @@ class LlavaToolSpec(BaseToolSpec):
             timeout=timeout,
             max_retries=max_retries,
         )
+        if isinstance(max_new_tokens, bool) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ConfigurationError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}.")
+        if not describe_prompt.strip():
+            raise ConfigurationError("describe_prompt is empty; give the question to ask about each image.")
         self.allow_local_paths = allow_local_paths
         self.max_new_tokens = max_new_tokens
         self.describe_prompt = describe_prompt
