@@ -95,3 +95,27 @@ def test_schema_describes_both_arguments_and_hides_the_key() -> None:
     assert set(schema["properties"]) == {"image", "question"}
     assert "data:image" in schema["properties"]["image"]["description"]
     assert "fal-very-secret" not in repr(tool)
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (refused before any decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_too_large_image_is_an_error_the_agent_can_read() -> None:
+    import base64
+
+    uri = "data:image/png;base64," + base64.b64encode(huge_png_header(9_000, 9_000)).decode()
+    message = call(LlavaImageTool(backend=FakeBackend("x")), image=uri, question="What?")
+    assert message.status == "error"
+    assert "9000x9000 px, over the limit" in str(message.content) and "resize it first" in str(
+        message.content
+    )

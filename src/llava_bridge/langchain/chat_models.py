@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -108,6 +109,7 @@ class ChatLlava(BaseChatModel):
     """A conversation with no image: 'allow' (fal gets a neutral placeholder image) or 'error'."""
 
     _default_backend: Backend | None = PrivateAttr(default=None)
+    _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @field_validator("backend")
     @classmethod
@@ -176,14 +178,15 @@ class ChatLlava(BaseChatModel):
         if self.backend is not None:
             backend: Backend = self.backend
             return backend
-        if self._default_backend is None:
-            self._default_backend = build_fal_backend(
-                model=self.model,
-                api_key=self.api_key,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-            )
+        with self._backend_lock:
+            if self._default_backend is None:
+                self._default_backend = build_fal_backend(
+                    model=self.model,
+                    api_key=self.api_key,
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                )
         return self._default_backend
 
     def to_request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -77,6 +78,7 @@ class LlavaImageTool(BaseTool):
     """Let `image` be a local file path (the agent then decides which files are read)."""
 
     _default_backend: Backend | None = PrivateAttr(default=None)
+    _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @field_validator("backend")
     @classmethod
@@ -88,14 +90,15 @@ class LlavaImageTool(BaseTool):
         if self.backend is not None:
             backend: Backend = self.backend
             return backend
-        if self._default_backend is None:
-            self._default_backend = build_fal_backend(
-                model=self.model,
-                api_key=self.api_key,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-            )
+        with self._backend_lock:
+            if self._default_backend is None:
+                self._default_backend = build_fal_backend(
+                    model=self.model,
+                    api_key=self.api_key,
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                )
         return self._default_backend
 
     def _run(
