@@ -18,9 +18,20 @@ class Backend(Protocol):
     says whether `count_tokens` uses the model's own tokenizer or an estimate.
     """
 
-    model_name: str
-    context_window: int
-    exact_token_counts: bool
+    @property
+    def model_name(self) -> str:
+        """The model or endpoint that answers."""
+        ...
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model sees in all: prompt, image and answer."""
+        ...
+
+    @property
+    def exact_token_counts(self) -> bool:
+        """Whether `count_tokens` uses the model's own tokenizer."""
+        ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes in the model's prompt (exact or estimated)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -30,9 +30,7 @@ def build_fal_backend(
     }
     if max_retries is not None:
         kwargs["max_retries"] = max_retries
-    backend = FalBackend(model, **kwargs) if model else FalBackend(**kwargs)
-    # FalBackend.model_name is a read-only property; the Backend protocol declares a plain attribute.
-    return cast(Backend, backend)
+    return FalBackend(model, **kwargs) if model else FalBackend(**kwargs)
 
 
 def check_backend(value: Any) -> Any:
