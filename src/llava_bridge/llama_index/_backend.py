@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any, cast
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -54,8 +54,7 @@ def resolve_backend(
         return backend
     from ..backends.fal import FalBackend
 
-    # cast: the protocol declares model_name as a plain attribute, FalBackend as a property.
-    return cast(Backend, FalBackend(model or DEFAULT_MODEL, **given))
+    return FalBackend(model or DEFAULT_MODEL, **given)
 
 
 def fit_request(request: VisionRequest, backend: Backend) -> VisionRequest:
