@@ -15,6 +15,7 @@ The tree::
     │   └── AmbiguousSubmitError      a submit failed after it was sent: the job may be queued
     ├── DeadlineExceededError         the caller's client_timeout ran out (the job was cancelled)
     ├── JobFailedError                the job completed with an error (fal's COMPLETED + error)
+    ├── ImageDescriptionError         (llava_bridge.llama_index) images of a batch failed; .failures
     └── APIStatusError                the server answered with an HTTP error status
         ├── BadRequestError           400 and other 4xx without a class of their own
         ├── AuthenticationError       401
