@@ -84,6 +84,19 @@ ROUTES = (
 )
 
 
+_KEYED_ROUTES = (
+    "submit",
+    "status",
+    "status_stream",
+    "result",
+    "cancel",
+    "run",
+    "stream",
+    "token",
+    "initiate",
+)
+
+
 def ingress_error(code: int = 502) -> dict[str, Any]:
     """Params for `fail(route, "http", ...)`: an nginx error page without x-fal-request-id."""
     return {"code": code, "body": NGINX_502.replace("502 Bad Gateway", f"{code} Error"), "headers": {}}
@@ -192,6 +205,24 @@ class FalTestServer:
     @property
     def direct_url(self) -> str:
         return f"http://127.0.0.1:{self.direct_port}"
+
+    def reset(self, **settings: Any) -> None:
+        """Forget faults, requests, jobs and files; restore (or set) the job settings."""
+        self._faults.clear()
+        self.requests.clear()
+        self.jobs.clear()
+        self.files.clear()
+        self.responder = default_responder
+        self.job_error = None
+        defaults = {
+            "job_seconds": 0.05,
+            "queue_seconds": 0.0,
+            "log_lines": ("loading model", "generating"),
+            "stream_words": 6,
+            "require_key": None,
+        }
+        for name, value in {**defaults, **settings}.items():
+            setattr(self, name, value)
 
     def fail(self, route: str, kind: str, *, times: int = 1, **params: Any) -> None:
         """Make the next `times` calls of `route` fail with fault `kind`."""
@@ -337,19 +368,12 @@ class FalTestServer:
             )
         if route == "unknown":
             return JSONResponse({"detail": f"No route {request.method} {path}"}, status_code=404)
-        if self.require_key is not None and route in (
-            "submit",
-            "status",
-            "status_stream",
-            "result",
-            "cancel",
-            "run",
-            "stream",
-            "token",
-            "initiate",
+        if (
+            self.require_key is not None
+            and route in _KEYED_ROUTES
+            and request.headers.get("authorization") != f"Key {self.require_key}"
         ):
-            if request.headers.get("authorization") != f"Key {self.require_key}":
-                return JSONResponse({"detail": "Invalid or missing API key"}, status_code=401)
+            return JSONResponse({"detail": "Invalid or missing API key"}, status_code=401)
         fault = self._faults[route].popleft() if self._faults[route] else None
         if fault is not None and fault.kind == "http":
             return _http_fault(fault.params)
