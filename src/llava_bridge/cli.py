@@ -189,10 +189,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _demo_offline(request: VisionRequest) -> VisionResult:
-    print("Path: offline (no FAL_KEY): FakeBackend in process")
+    print("Path: offline (no FAL_KEY set).")
     print(OFFLINE_NOTE)
-    backend = FakeBackend.image_facts()
-    return backend.generate(request)
+    fake = FakeBackend.image_facts()
+    try:
+        from .server.background import BackgroundServer
+    except ImportError:  # the [server] extra is not installed
+        print("Asking FakeBackend in process (install llava-bridge[server] for the full local path).")
+        return fake.generate(request)
+    from .backends.fal import FalBackend
+
+    with BackgroundServer(fake) as server, FalBackend(base_url=server.url) as backend:
+        print(f"Asking through FalBackend -> local fal-compatible server at {server.url} -> FakeBackend")
+        return backend.generate(request)
 
 
 def _serve(args: argparse.Namespace) -> int:

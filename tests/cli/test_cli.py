@@ -95,3 +95,5 @@ def test_demo_runs_offline_and_says_so() -> None:
     assert result.returncode == 0, result.stderr
     assert "offline" in result.stdout and "NOT real model output" in result.stdout
     assert "What are these?" in result.stdout
+    assert "local fal-compatible server at http://127.0.0.1:" in result.stdout
+    assert "Answer: (fake) A 451x300 image, mostly" in result.stdout
