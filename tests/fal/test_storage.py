@@ -1,0 +1,142 @@
+"""Images on the wire: URLs as is, small images inline, big ones resized and uploaded once."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from llava_bridge import ImageInput, InvalidRequestError, ResizePolicy, VisionRequest
+from llava_bridge.backends._fal_storage import StorageState
+from llava_bridge.backends.fal import FalBackend
+from tests.fal.conftest import photo_bytes
+from tests.fal.fal_test_server import FalTestServer
+
+PHOTO = photo_bytes(1600, 1200)
+
+
+def test_a_big_photo_is_downscaled_and_uploaded_once(server: FalTestServer, backend: FalBackend) -> None:
+    first = backend.generate(VisionRequest(prompt="one", image=PHOTO))
+    second = backend.generate(VisionRequest(prompt="two", image=PHOTO))
+
+    assert first.text.startswith("I see a 896x672 image") and second.text.startswith("I see a 896x672 image")
+    assert len(server.calls("token")) == 1 and len(server.calls("cdn_upload")) == 1
+    upload = server.calls("cdn_upload")[0]
+    assert upload.headers["authorization"] == "Bearer cdn-token"
+    assert upload.headers["content-type"] == "image/jpeg" and len(upload.body) < len(PHOTO)
+    urls = {c.json()["image_url"] for c in server.calls("submit")}
+    assert len(urls) == 1 and next(iter(urls)).startswith(server.url + "/cdn/files/")
+    assert backend.uploads == 1
+
+
+def test_the_cdn_token_is_reused_for_other_images(server: FalTestServer, backend: FalBackend) -> None:
+    backend.generate(VisionRequest(prompt="one", image=PHOTO))
+    backend.generate(VisionRequest(prompt="two", image=photo_bytes(1500, 1100)))
+
+    assert len(server.calls("token")) == 1 and len(server.calls("cdn_upload")) == 2
+
+
+def test_a_small_image_goes_inline(server: FalTestServer, backend: FalBackend) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (10, 200, 30)).save(buffer, format="PNG")
+
+    result = backend.generate(VisionRequest(prompt="hi", image=buffer.getvalue()))
+
+    assert result.text.startswith("I see a 200x100 image")
+    assert server.calls("submit")[0].json()["image_url"].startswith("data:image/png;base64,")
+    assert not server.calls("cdn_upload")
+
+
+def test_an_http_url_is_passed_as_is(server: FalTestServer, backend: FalBackend) -> None:
+    url = "https://example.com/cat.jpg"
+    backend.generate(VisionRequest(prompt="hi", image=url))
+
+    assert server.calls("submit")[0].json()["image_url"] == url
+
+
+def test_paths_and_pil_images_are_sent_too(
+    server: FalTestServer, backend: FalBackend, tmp_path: Path
+) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(PHOTO)
+    from_path = backend.generate(VisionRequest(prompt="hi", image=path))
+    from_pil = backend.generate(VisionRequest(prompt="hi", image=Image.new("RGB", (300, 200), (1, 2, 3))))
+
+    assert from_path.text.startswith("I see a 896x672") and from_pil.text.startswith("I see a 300x200")
+
+
+@pytest.mark.parametrize(
+    ("route", "fault"),
+    [
+        ("cdn_upload", {"code": 403, "body": {"detail": "no"}}),
+        ("token", {"code": 401, "body": {"detail": "no"}}),
+    ],
+)
+def test_a_failed_cdn_upload_falls_back_to_initiate_and_put(
+    server: FalTestServer, backend: FalBackend, route: str, fault: dict[str, object]
+) -> None:
+    server.fail(route, "http", **fault)
+
+    result = backend.generate(VisionRequest(prompt="hi", image=PHOTO))
+
+    assert result.text.startswith("I see a 896x672")
+    initiate = server.calls("initiate")[0]
+    assert initiate.query == {"storage_type": "gcs"} and initiate.json()["content_type"] == "image/jpeg"
+    assert len(server.calls("gcs_put")) == 1 and "authorization" not in server.calls("gcs_put")[0].headers
+
+
+def test_resizing_can_be_turned_off(server: FalTestServer, make_backend: Callable[..., FalBackend]) -> None:
+    result = make_backend(resize=None).generate(VisionRequest(prompt="hi", image=PHOTO))
+
+    assert result.text.startswith("I see a 1600x1200")
+    assert server.calls("cdn_upload")[0].body == PHOTO
+
+
+def test_the_resize_policy_and_threshold_are_the_backends(
+    server: FalTestServer, make_backend: Callable[..., FalBackend]
+) -> None:
+    backend = make_backend(
+        resize=ResizePolicy(short_side=400, max_long_side=800), inline_threshold=10_000_000
+    )
+
+    assert backend.generate(VisionRequest(prompt="hi", image=PHOTO)).text.startswith("I see a 533x400")
+    assert not server.calls("cdn_upload")
+
+
+def test_text_only_requests_send_a_small_grey_placeholder(server: FalTestServer, backend: FalBackend) -> None:
+    backend.generate(VisionRequest(prompt="no picture"))
+
+    image_url = server.calls("submit")[0].json()["image_url"]
+    data = server.image_bytes(image_url)
+    assert data is not None and len(image_url) < 400
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (64, 64) and image.convert("RGB").getpixel((10, 10)) == (128, 128, 128)
+
+
+def test_text_only_can_be_an_error_instead(
+    server: FalTestServer, make_backend: Callable[..., FalBackend]
+) -> None:
+    with pytest.raises(InvalidRequestError, match="text_only='placeholder'"):
+        make_backend(text_only="error").generate(VisionRequest(prompt="no picture"))
+    assert not server.requests
+
+
+def test_the_upload_cache_is_bounded() -> None:
+    state = StorageState(max_entries=2)
+    for key in ("a", "b", "c"):
+        state.put(key, f"url-{key}")
+    state.get("b")
+    state.put("d", "url-d")
+
+    assert state.get("a") is None and state.get("c") is None
+    assert state.get("b") == "url-b" and state.get("d") == "url-d"
+
+
+def test_the_same_image_by_value_hits_the_cache(server: FalTestServer, backend: FalBackend) -> None:
+    backend.generate(VisionRequest(prompt="hi", image=ImageInput.from_bytes(PHOTO)))
+    backend.generate(VisionRequest(prompt="hi", image=PHOTO))
+
+    assert len(server.calls("cdn_upload")) == 1
