@@ -62,9 +62,9 @@ class TransformersBackend:
         batch_wait_ms: float = 5.0,
         context_window: int | None = None,
     ) -> None:
-        check_local_extra(quantization)
         if quantization not in (None, "4bit", "8bit"):
             raise ConfigurationError(f"quantization must be '4bit', '8bit' or None, not {quantization!r}.")
+        check_local_extra(quantization)
         if device is not None and device_map is not None:
             raise ConfigurationError("Give device= or device_map=, not both.")
         self.model_name = model
