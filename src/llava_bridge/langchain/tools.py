@@ -147,7 +147,8 @@ def _agent_errors() -> Iterator[None]:
     try:
         yield
     except errors.InvalidImageError as exc:
-        raise ToolException(f"The image cannot be used: {exc} Give {_IMAGE_FORMS}.") from exc
+        problem = str(exc).split(". ")[0].rstrip(".")
+        raise ToolException(f"The image cannot be used: {problem}. The tool takes {_IMAGE_FORMS}.") from exc
     except errors.ContextOverflowError as exc:
         raise ToolException(f"The question is too long for the model: {exc}") from exc
     except errors.InvalidRequestError as exc:
@@ -157,6 +158,11 @@ def _agent_errors() -> Iterator[None]:
             f"The model server could not use this image: {exc}\nThe URL may be unreachable, "
             "private, or not point at an image. Check that it is public and links directly to an "
             "image file, or send the image as a data: URI."
+        ) from exc
+    except errors.AmbiguousSubmitError as exc:
+        raise ToolException(
+            f"The vision request may still be running ({exc}). Do not ask the same question again "
+            "right away; go on without the answer or ask about something else."
         ) from exc
     except (
         errors.APIConnectionError,
