@@ -120,14 +120,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that give up early (timeout tests) are expected
+
+
 class LocalHTTP:
     """A small HTTP server on 127.0.0.1 (see `_Handler` for its paths)."""
 
     def __init__(self, png: bytes) -> None:
         handler = type("Handler", (_Handler,), {"png": png, "hosts": []})
         self.hosts: list[str] = handler.hosts
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self.port = self._server.server_address[1]
         self.hostport = f"127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -147,3 +147,25 @@ def test_two_servers_cannot_share_a_database(tmp_path: Path) -> None:
     finally:
         first.close()
     Database(path).close()  # free again once the first one closed
+
+
+def test_graceful_stop_puts_running_jobs_back_in_the_queue(tmp_path: Path, data_uri: str) -> None:
+    db_path = str(tmp_path / "jobs.db")
+    with running_server("--backend", "fake", "--fake-latency", "30", db_path=db_path) as server:
+        job = httpx.post(f"{server.base_url}/{APP}", json={"image_url": data_uri, "prompt": "?"}).json()
+        deadline = time.monotonic() + 5
+        while _rows(db_path)[job["request_id"]]["state"] != "IN_PROGRESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        server.stop()  # SIGTERM
+        assert server.process is not None and server.process.returncode in (
+            0,
+            -15,
+        )  # uvicorn re-raises SIGTERM
+        assert time.monotonic() - started < 5  # did not wait for the 30 s job
+        assert _rows(db_path)[job["request_id"]]["state"] == "IN_QUEUE"
+        server.restart("--fake-latency", "0")
+        with httpx.Client(timeout=10) as http:
+            wait_completed(http, job["status_url"])
+        assert _rows(db_path)[job["request_id"]]["attempts"] == 2

@@ -113,9 +113,35 @@ def create_app(
     app.add_api_route(
         "/health", _health, methods=["GET"], tags=["meta"], summary="Liveness and the backend's name"
     )
+    _document_endpoints(app, settings.endpoints)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, cdn_prefix=CDN_PREFIX)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _document_endpoints(app: FastAPI, endpoints: tuple[str, ...]) -> None:
+    """List the served owners and aliases as the `owner`/`alias` path parameters' values."""
+    default_openapi = app.openapi
+    values = {
+        "owner": sorted({endpoint.split("/")[0] for endpoint in endpoints}),
+        "alias": sorted({endpoint.split("/")[1] for endpoint in endpoints}),
+    }
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter.get("in") == "path" and parameter.get("name") in values:
+                            parameter["schema"] = {
+                                **parameter.get("schema", {}),
+                                "enum": values[parameter["name"]],
+                            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _health(request: Request) -> dict[str, Any]:

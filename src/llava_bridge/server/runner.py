@@ -235,4 +235,6 @@ class JobRunner:
 def _speed_line(result: VisionResult, elapsed: float) -> str:
     tokens = result.usage.completion_tokens
     rate = f", {tokens / elapsed:.1f} tokens/s" if elapsed > 0 and tokens else ""
-    return f"Completed in {elapsed:.2f} s: {tokens} tokens{rate}."
+    batch = int(result.metrics.get("batch_size", 1))
+    together = f", in a batch of {batch}" if batch > 1 else ""
+    return f"Completed in {elapsed:.2f} s: {tokens} tokens{rate}{together}."
