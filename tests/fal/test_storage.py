@@ -140,3 +140,35 @@ def test_the_same_image_by_value_hits_the_cache(server: FalTestServer, backend: 
     backend.generate(VisionRequest(prompt="hi", image=PHOTO))
 
     assert len(server.calls("cdn_upload")) == 1
+
+
+def test_a_medium_image_goes_inline_once_then_is_uploaded_when_it_comes_back(
+    server: FalTestServer, backend: FalBackend
+) -> None:
+    medium = photo_bytes(400, 300, quality=80)
+    assert 8 * 1024 < len(medium) < 128 * 1024
+
+    for _ in range(3):
+        backend.generate(VisionRequest(prompt="again", image=medium))
+
+    sent = [c.json()["image_url"] for c in server.calls("submit")]
+    assert sent[0].startswith("data:image/jpeg;base64,")
+    assert sent[1] == sent[2] and sent[1].startswith(server.url + "/cdn/files/")
+    assert len(server.calls("cdn_upload")) == 1 and server.calls("cdn_upload")[0].body == medium
+
+
+def test_a_thumbnail_is_always_inline(server: FalTestServer, make_backend: Callable[..., FalBackend]) -> None:
+    backend = make_backend(inline_threshold=1024)
+    for _ in range(2):
+        backend.generate(VisionRequest(prompt="tiny"))  # the 64x64 placeholder
+    backend.generate(VisionRequest(prompt="big", image=PHOTO))
+
+    assert [c.json()["image_url"][:5] for c in server.calls("submit")] == ["data:", "data:", "http:"]
+
+
+def test_inline_threshold_zero_uploads_everything(
+    server: FalTestServer, make_backend: Callable[..., FalBackend]
+) -> None:
+    make_backend(inline_threshold=0).generate(VisionRequest(prompt="tiny"))
+
+    assert server.calls("submit")[0].json()["image_url"].startswith(server.url + "/cdn/files/")

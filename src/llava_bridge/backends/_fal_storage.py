@@ -1,18 +1,20 @@
 """Getting an image to fal: by URL, inline as a data URI, or uploaded once to fal storage.
 
 - An http(s) URL is passed as is.
-- Bytes (from bytes, paths, PIL images) are shrunk by the `ResizePolicy`, then sent
-  inline as a data URI when at most `inline_threshold` bytes, else uploaded:
-  CDN token (``POST {rest}/storage/auth/token?storage_type=fal-cdn-v3``), then
-  ``POST {cdn}/files/upload``; if that fails, ``POST {rest}/storage/upload/initiate``
-  and a PUT of the bytes to the URL it returns.
-- What an image became (its data URI or uploaded URL) is kept in a bounded cache
-  keyed by the image's content hash, so an image asked about again is neither
-  resized nor uploaded again.
+- Bytes (from bytes, paths, PIL images) are shrunk by the `ResizePolicy`. Then:
+  at most `ALWAYS_INLINE` bytes (a thumbnail): always inline as a data URI; at most
+  `inline_threshold` bytes: inline the first time, uploaded the second time it is
+  seen (an image asked about again is likely asked about more); larger: uploaded
+  at once. An upload is a CDN token (``POST {rest}/storage/auth/token?storage_type=fal-cdn-v3``,
+  cached until it expires), then ``POST {cdn}/files/upload``; if that fails,
+  ``POST {rest}/storage/upload/initiate`` and a PUT of the bytes to the URL it returns.
+- A bounded cache keyed by the image's content hash remembers uploaded URLs (and
+  thumbnails' data URIs), so each distinct image is uploaded once per backend.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import threading
@@ -39,6 +41,10 @@ logger = logging.getLogger("llava_bridge.fal")
 
 UPLOAD_CACHE_SIZE = 256
 """Distinct images whose data URI or uploaded URL a backend remembers."""
+ALWAYS_INLINE = 8 * 1024
+"""Encoded images this small are always sent inline: an upload would cost more than it saves."""
+_SEEN = ""
+"""Cache value of an image sent inline once (upload it if it comes back)."""
 TOKEN_MARGIN = 60.0
 """Seconds before a CDN token's expiry at which a new one is fetched."""
 TOKEN_FALLBACK_LIFETIME = 600.0
@@ -75,11 +81,21 @@ class StorageState:
         """How many uploads this backend made (for tests and benchmarks)."""
 
     def get(self, key: str) -> str | None:
+        """The URL or data URI remembered for `key`."""
         with self._lock:
             url = self._urls.get(key)
             if url is not None:
                 self._urls.move_to_end(key)
-            return url
+            return url or None
+
+    def first_sight(self, key: str) -> bool:
+        """True the first time `key` is offered (and remember it); False after."""
+        with self._lock:
+            if key in self._urls:
+                self._urls.move_to_end(key)
+                return False
+        self.put(key, _SEEN)
+        return True
 
     def put(self, key: str, url: str) -> None:
         with self._lock:
@@ -120,12 +136,17 @@ def image_url_flow(
     if known is not None:
         return known
     data, mime = yield Compute(lambda: _encode(image, policy))
-    if len(data) <= inline_threshold:
-        url = yield Compute(lambda: ImageInput(data=data, mime_type=mime).to_data_uri())
-    else:
-        url = yield from _upload(config, deadline, state, data, mime, f"{image.sha256[:16]}")
+    size = len(data)
+    if size <= min(ALWAYS_INLINE, inline_threshold) or (
+        size <= inline_threshold and state.first_sight(image.sha256)
+    ):
+        uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        if size <= ALWAYS_INLINE:
+            state.put(image.sha256, uri)
+        return uri
+    url = yield from _upload(config, deadline, state, data, mime, f"{image.sha256[:16]}")
     state.put(image.sha256, url)
-    return str(url)
+    return url
 
 
 def _upload(

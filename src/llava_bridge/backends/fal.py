@@ -94,9 +94,10 @@ READ_TIMEOUT = 60.0
 """Per-call read limit for submit, status, result and cancel."""
 RUN_TIMEOUT = 600.0
 """Per-read limit for sync runs and /stream, which hold the answer back while the model works."""
-INLINE_THRESHOLD = 48 * 1024
-"""Images (after resizing) of at most this many bytes go inline as a data URI; larger ones
-are uploaded once to fal storage and sent by URL."""
+INLINE_THRESHOLD = 128 * 1024
+"""Images (after resizing) of at most this many bytes go inline as a data URI the first time
+they are sent; an image sent again, or a larger one, is uploaded once to fal storage and
+sent by URL from then on."""
 _LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
 
 QueueCallback = Callable[[FalStatus], Any]
