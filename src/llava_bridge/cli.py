@@ -29,8 +29,12 @@ OFFLINE_NOTE = "Offline answers come from a fake backend: they are NOT real mode
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 failed, 2 bad input)."""
     parser = _parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.run is not _serve:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    if args.run is not _serve:  # the server sets up its own logging
+        _configure_logging(args.verbose)
     try:
         code: int = args.run(args)
         return code
@@ -79,20 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="ask about a sample image (fal with FAL_KEY, else offline)")
     demo.set_defaults(run=_demo)
 
-    serve = commands.add_parser("serve", help="serve fal's queue protocol in front of a backend")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    _add_backend_options(serve, default="fake")
-    serve.add_argument(
-        "--server-api-key",
-        dest="server_api_key",
-        default=None,
-        metavar="KEY",
-        help="require 'Authorization: Key KEY' from clients (or LLAVA_SERVER_API_KEY)",
+    serve = commands.add_parser(
+        "serve",
+        help="serve fal's queue protocol in front of a backend (see: llava-bridge serve --help)",
+        add_help=False,  # `serve --help` is answered by the server's own parser
     )
-    serve.add_argument("--db", default=None, metavar="PATH", help="SQLite job store (default: in memory)")
-    serve.add_argument("--fake-latency", type=float, default=0.0, metavar="SECONDS")
-    serve.add_argument("--allow-private-urls", action="store_true")
     serve.set_defaults(run=_serve)
     return parser
 
@@ -205,17 +200,9 @@ def _demo_offline(request: VisionRequest) -> VisionResult:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server.cli import main as serve_main
 
-    serve(
-        host=args.host,
-        port=args.port,
-        backend=_backend_from(args),
-        api_key=args.server_api_key or os.environ.get("LLAVA_SERVER_API_KEY"),
-        db_path=args.db,
-        allow_private_urls=args.allow_private_urls,
-    )
-    return 0
+    return serve_main(args.extra)
 
 
 def _configure_logging(verbose: bool) -> None:
