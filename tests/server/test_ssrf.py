@@ -59,6 +59,7 @@ def guard(**options: object) -> AddressGuard:
         "http://mixed.example/x.png",
         "http://mapped.example/x.png",
         "http://nowhere.example/x.png",
+        "https://xn--/x.png",
         "ftp://public.example/x.png",
         "file:///etc/passwd",
         "gopher://public.example/",
@@ -176,6 +177,9 @@ def ssrf_server(http_pair: tuple[LocalHTTP, LocalHTTP]) -> Iterator[LocalServer]
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.1/x.png",
         "http://[::1]/",
+        "http://localhost/x.png",
+        "http://2130706433/x.png",  # 127.0.0.1 as one decimal number
+        "http://0x7f.1/x.png",  # 127.0.0.1 in inet_aton shorthand
     ],
 )
 def test_server_refuses_private_urls_at_submit_and_run(ssrf_server: LocalServer, image_url: str) -> None:

@@ -61,7 +61,13 @@ class ImageResolver:
                 url = httpx.URL(text)
             except (httpx.InvalidURL, TypeError, ValueError) as exc:
                 raise InvalidImageError(f"Image URL is malformed ({exc}).") from None
-            await self._fetcher.guard.check(url)
+            try:
+                async with asyncio.timeout(self._fetcher.timeout):
+                    await self._fetcher.guard.check(url)
+            except TimeoutError:
+                raise InvalidImageError(
+                    f"Resolving the image URL's host took over {self._fetcher.timeout:g} s; check the URL."
+                ) from None
 
     async def load(self, image_url: str, file_id: str | None) -> ImageInput:
         """The image, fetched or decoded and validated."""

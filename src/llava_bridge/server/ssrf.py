@@ -67,7 +67,10 @@ class AddressGuard:
             raise InvalidImageError(
                 f"Image URL scheme {url.scheme or 'none'!r} is not allowed; use http, https or a data: URI."
             )
-        host = url.host
+        try:
+            host = url.host
+        except ValueError as exc:  # idna.IDNAError for a malformed internationalised name
+            raise InvalidImageError(f"Image URL has a malformed host name ({exc}).") from None
         if not host:
             raise InvalidImageError("Image URL has no host; give a full http(s) URL.")
         port = url.port or (443 if url.scheme == "https" else 80)
