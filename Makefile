@@ -7,12 +7,13 @@ TORCH  := torch==2.13.0
 
 .PHONY: demo test install lint typecheck pytest docs bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned: a CPU wheel is on disk on our machines; nothing pulls CUDA packages.
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[dev]'
+	# constraints.txt pins the versions the test suite was last run with (regenerate with pip freeze).
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,12 +32,14 @@ pytest: install
 	$(PY) -m pytest -q
 
 docs: install
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs
 
 bench: install
 	$(PY) bench/fal_overhead.py
+	$(PY) bench/local_backend.py
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
