@@ -21,8 +21,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigurationError, InvalidImageError
-from ..prompts import CONTEXT_WINDOW, IMAGE_PLACEHOLDER, fit_to_context, render_llama3
-from ..types import Message, VisionChunk, VisionRequest, VisionResult
+from ..prompts import CONTEXT_WINDOW, fit_to_context, render_llama3
+from ..types import VisionChunk, VisionRequest, VisionResult
 from ._local_batcher import MicroBatcher
 from ._local_loading import LoadOptions, check_local_extra
 
@@ -249,11 +249,10 @@ class TransformersBackend:
                 "TransformersBackend does not fetch image URLs; download the image and pass its bytes, "
                 "a pathlib.Path or a PIL image (or run `llava-bridge serve`, which fetches URLs safely)."
             )
-        messages = [_without_placeholder(m) for m in trimmed.messages]
         bos = self._ensure_processor().tokenizer.bos_token or ""
         temperature = trimmed.temperature or 0.0
         return LocalJob(
-            prompt=bos + render_llama3(messages, trimmed.image_index),
+            prompt=bos + render_llama3(trimmed.messages, trimmed.image_index),
             image=image.to_pil() if image is not None else None,
             max_new_tokens=trimmed.max_new_tokens,
             stop=trimmed.stop,
@@ -268,10 +267,3 @@ class TransformersBackend:
         self, job: LocalJob, emit: Callable[[str], None], cancel: threading.Event
     ) -> VisionResult:
         return self._ensure_engine().run_stream(job, emit, cancel)
-
-
-def _without_placeholder(message: Message) -> Message:
-    """Text that spells `<image>` would become an image slot; write it as `[image]`."""
-    if IMAGE_PLACEHOLDER not in message.content:
-        return message
-    return message.model_copy(update={"content": message.content.replace(IMAGE_PLACEHOLDER, "[image]")})
