@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
 from ..backends.base import Backend
 from ..errors import ConfigurationError
 
-__all__ = ["build_fal_backend", "check_backend", "provider_name"]
+__all__ = ["build_fal_backend", "check_backend", "lazy_backend", "provider_name"]
 
 
 def build_fal_backend(
@@ -31,6 +32,43 @@ def build_fal_backend(
     if max_retries is not None:
         kwargs["max_retries"] = max_retries
     return FalBackend(model, **kwargs) if model else FalBackend(**kwargs)
+
+
+class _BackendOwner(Protocol):
+    """A LangChain object with llava-bridge backend fields."""
+
+    @property
+    def backend(self) -> Any: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def api_key(self) -> SecretStr | None: ...
+    @property
+    def base_url(self) -> str | None: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def max_retries(self) -> int | None: ...
+
+    _default_backend: Backend | None
+    _backend_lock: threading.Lock
+
+
+def lazy_backend(owner: _BackendOwner) -> Backend:
+    """`owner.backend`, or a FalBackend built from its fields on first use (once, thread-safely)."""
+    if owner.backend is not None:
+        backend: Backend = owner.backend
+        return backend
+    with owner._backend_lock:
+        if owner._default_backend is None:
+            owner._default_backend = build_fal_backend(
+                model=owner.model,
+                api_key=owner.api_key,
+                base_url=owner.base_url,
+                timeout=owner.timeout,
+                max_retries=owner.max_retries,
+            )
+        return owner._default_backend
 
 
 def check_backend(value: Any) -> Any:

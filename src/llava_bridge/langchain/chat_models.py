@@ -29,7 +29,7 @@ from ..prompts import (
 )
 from ..stops import StopScanner, cut_at_stop
 from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, FinishReason, VisionRequest, VisionResult
-from ._backend import build_fal_backend, check_backend, provider_name
+from ._backend import check_backend, lazy_backend, provider_name
 from .errors import translated_errors
 from .messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
 from .structured import structured_runnable
@@ -175,19 +175,7 @@ class ChatLlava(BaseChatModel):
 
     def get_backend(self) -> Backend:
         """The backend calls go to (the default FalBackend is made on first use)."""
-        if self.backend is not None:
-            backend: Backend = self.backend
-            return backend
-        with self._backend_lock:
-            if self._default_backend is None:
-                self._default_backend = build_fal_backend(
-                    model=self.model,
-                    api_key=self.api_key,
-                    base_url=self.base_url,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
-        return self._default_backend
+        return lazy_backend(self)
 
     def to_request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None = None, **kwargs: Any

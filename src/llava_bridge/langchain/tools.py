@@ -16,7 +16,7 @@ from .. import errors
 from ..backends.base import Backend
 from ..images import ImageInput
 from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest, VisionResult
-from ._backend import build_fal_backend, check_backend
+from ._backend import check_backend, lazy_backend
 
 __all__ = ["LlavaImageInput", "LlavaImageTool"]
 
@@ -87,19 +87,7 @@ class LlavaImageTool(BaseTool):
 
     def get_backend(self) -> Backend:
         """The backend questions go to (the default FalBackend is made on first use)."""
-        if self.backend is not None:
-            backend: Backend = self.backend
-            return backend
-        with self._backend_lock:
-            if self._default_backend is None:
-                self._default_backend = build_fal_backend(
-                    model=self.model,
-                    api_key=self.api_key,
-                    base_url=self.base_url,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
-        return self._default_backend
+        return lazy_backend(self)
 
     def _run(
         self, image: str, question: str, run_manager: CallbackManagerForToolRun | None = None
