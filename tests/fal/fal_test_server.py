@@ -58,7 +58,7 @@ import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 __all__ = ["FalTestServer", "Recorded", "ServerJob", "fal_error", "ingress_error"]
@@ -297,7 +297,9 @@ class FalTestServer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(
+            socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        )  # asyncio sets TCP_NODELAY only then
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.direct_port = sock.getsockname()[1]
@@ -530,9 +532,7 @@ class FalTestServer:
                     return
                 await changed.wait()
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers=_fal_id({"request_id": job.id})
-        )
+        return _SseResponse(events(), _fal_id({"request_id": job.id}))
 
     def _result(self, job: ServerJob) -> Response:
         if job.status != "COMPLETED":
@@ -574,9 +574,34 @@ class FalTestServer:
             yield f"data: {json.dumps({'output': text, 'partial': False})}\n\n".encode()
 
         request_id = f"stream-{next(self._ids):05d}"
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"x-fal-request-id": request_id}
-        )
+        return _SseResponse(events(), {"x-fal-request-id": request_id})
+
+
+class _SseResponse(Response):
+    """A text/event-stream response sent with bare ASGI calls (lighter than StreamingResponse)."""
+
+    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self._events = events
+        self._headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        self._headers += [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    @property
+    def headers(self) -> Any:  # reset_after marks this response by header
+        return _HeaderSetter(self._headers)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        async for chunk in self._events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _HeaderSetter:
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._raw.append((key.encode(), value.encode()))
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -3,6 +3,11 @@
 `run_sync`/`run_async` drive a flow to its return value, handing emitted values
 to a callback; `iterate_sync`/`iterate_async` yield the emitted values instead.
 Neither ever starts an event loop of its own.
+
+Server-sent-event streams may go through a second client (`streams=`): a stream
+closed early (after COMPLETED) takes its connection down with it, so keeping
+streams in their own pool leaves the warm connection of the submit free for the
+result fetch that follows.
 """
 
 from __future__ import annotations
@@ -104,8 +109,9 @@ def _call_back(handler: EmitHandler | None, value: Any) -> None:
 class _SyncPerformer:
     """Performs effects with an httpx.Client; owns at most one open stream."""
 
-    def __init__(self, client: httpx.Client) -> None:
+    def __init__(self, client: httpx.Client, streams: httpx.Client | None = None) -> None:
         self._client = client
+        self._streams = streams or client
         self._stream: httpx.Response | None = None
         self._lines: Iterator[str] | None = None
         self._decoder = SseDecoder()
@@ -135,7 +141,7 @@ class _SyncPerformer:
     def _open(self, request: HttpRequest) -> HttpResponse | TransportFailure:
         self.close()
         try:
-            response = self._client.send(_build(self._client, request), stream=True)
+            response = self._streams.send(_build(self._streams, request), stream=True)
         except httpx.RequestError as exc:
             return _failure(exc)
         if not response.is_success:
@@ -173,8 +179,9 @@ class _SyncPerformer:
 class _AsyncPerformer:
     """Performs effects with an httpx.AsyncClient; owns at most one open stream."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, streams: httpx.AsyncClient | None = None) -> None:
         self._client = client
+        self._streams = streams or client
         self._stream: httpx.Response | None = None
         self._lines: AsyncIterator[str] | None = None
         self._decoder = SseDecoder()
@@ -204,7 +211,7 @@ class _AsyncPerformer:
     async def _open(self, request: HttpRequest) -> HttpResponse | TransportFailure:
         await self.close()
         try:
-            response = await self._client.send(_build(self._client, request), stream=True)
+            response = await self._streams.send(_build(self._streams, request), stream=True)
         except httpx.RequestError as exc:
             return _failure(exc)
         if not response.is_success:
@@ -239,9 +246,15 @@ class _AsyncPerformer:
         self._stream = self._lines = None
 
 
-def run_sync(flow: Flow[T], client: httpx.Client, on_emit: EmitHandler | None = None) -> T:
+def run_sync(
+    flow: Flow[T],
+    client: httpx.Client,
+    on_emit: EmitHandler | None = None,
+    *,
+    streams: httpx.Client | None = None,
+) -> T:
     """Drive `flow` to its result; emitted values go to `on_emit`."""
-    performer = _SyncPerformer(client)
+    performer = _SyncPerformer(client, streams)
     try:
         reply: Any = None
         while True:
@@ -260,9 +273,11 @@ def run_sync(flow: Flow[T], client: httpx.Client, on_emit: EmitHandler | None = 
         performer.close()
 
 
-def iterate_sync(flow: Flow[Any], client: httpx.Client) -> Iterator[Any]:
+def iterate_sync(
+    flow: Flow[Any], client: httpx.Client, *, streams: httpx.Client | None = None
+) -> Iterator[Any]:
     """Drive `flow`, yielding each emitted value."""
-    performer = _SyncPerformer(client)
+    performer = _SyncPerformer(client, streams)
     try:
         reply: Any = None
         while True:
@@ -280,9 +295,15 @@ def iterate_sync(flow: Flow[Any], client: httpx.Client) -> Iterator[Any]:
         performer.close()
 
 
-async def run_async(flow: Flow[T], client: httpx.AsyncClient, on_emit: EmitHandler | None = None) -> T:
+async def run_async(
+    flow: Flow[T],
+    client: httpx.AsyncClient,
+    on_emit: EmitHandler | None = None,
+    *,
+    streams: httpx.AsyncClient | None = None,
+) -> T:
     """Drive `flow` to its result; emitted values go to `on_emit` (awaited when async)."""
-    performer = _AsyncPerformer(client)
+    performer = _AsyncPerformer(client, streams)
     try:
         reply: Any = None
         while True:
@@ -304,9 +325,11 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient, on_emit: EmitHandl
         await performer.close()
 
 
-async def iterate_async(flow: Flow[Any], client: httpx.AsyncClient) -> AsyncIterator[Any]:
+async def iterate_async(
+    flow: Flow[Any], client: httpx.AsyncClient, *, streams: httpx.AsyncClient | None = None
+) -> AsyncIterator[Any]:
     """Drive `flow`, yielding each emitted value."""
-    performer = _AsyncPerformer(client)
+    performer = _AsyncPerformer(client, streams)
     try:
         reply: Any = None
         while True:

@@ -312,8 +312,7 @@ def _watch_stream(
         status = parse_status(job.request_id, data, reply)
         new = tracker.add_delta(status.logs)
         yield from _emit_if_changed(replace(status, logs=new), last)
-        if status.completed:
-            yield CloseStream()
+        if status.completed:  # the stream is left open: the result is fetched first, then it closes
             return replace(status, logs=tuple(tracker.lines))
         if not _stream_allowed(config, deadline):
             yield CloseStream()

@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -53,6 +53,7 @@ from ._fal_ops import (
 from ._fal_profiles import DEFAULT_ENDPOINT, check_endpoint
 from ._fal_queue import FalStatus, Job, LogLine, cancel_flow, status_flow
 from ._fal_storage import StorageState
+from ._fal_wire import Flow
 
 __all__ = [
     "DEFAULT_CDN_URL",
@@ -101,6 +102,7 @@ sent by URL from then on."""
 _LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
 
 QueueCallback = Callable[[FalStatus], Any]
+T = TypeVar("T")
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:
@@ -233,8 +235,10 @@ class FalBackend:
         self._context: FalContext | None = None
         self._http_client = http_client
         self._async_http_client = async_http_client
-        self._own_client: httpx.Client | None = None
-        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]] = {}
+        self._own_clients: tuple[httpx.Client, httpx.Client] | None = None
+        self._own_async: dict[
+            int, tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[httpx.AsyncClient, httpx.AsyncClient]]
+        ] = {}
         self._lock = threading.Lock()
 
     # -- what the Backend protocol asks ------------------------------------------------
@@ -250,22 +254,22 @@ class FalBackend:
     def generate(self, request: VisionRequest) -> VisionResult:
         """Answer through the queue (or one sync call in `mode="run"`), blocking."""
         flow = (run_flow if self.mode == "run" else queue_flow)(self._ctx(), request, self.timeout)
-        return run_sync(flow, self._client(), self.on_queue_update)
+        return self._run(flow, self.on_queue_update)
 
     async def agenerate(self, request: VisionRequest) -> VisionResult:
         """Async `generate`."""
         flow = (run_flow if self.mode == "run" else queue_flow)(self._ctx(), request, self.timeout)
-        return await run_async(flow, self._async_client(), self.on_queue_update)
+        return await self._arun(flow, self.on_queue_update)
 
     def stream(self, request: VisionRequest) -> Iterator[VisionChunk]:
         """Yield the new text of each `/stream` event; the last chunk carries the result."""
         flow = stream_flow(self._ctx(), request, self.timeout)
-        yield from iterate_sync(flow, self._client())
+        yield from self._iterate(flow)
 
     async def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
         """Async `stream`."""
         flow = stream_flow(self._ctx(), request, self.timeout)
-        async for chunk in iterate_async(flow, self._async_client()):
+        async for chunk in self._aiterate(flow):
             yield chunk
 
     # -- the queue, by hand --------------------------------------------------------------
@@ -273,14 +277,14 @@ class FalBackend:
     def submit(self, request: VisionRequest) -> FalRequestHandle:
         """Queue the request and return a handle to follow, fetch or cancel it."""
         ctx = self._ctx()
-        job, prepared = run_sync(submit_job_flow(ctx, Deadline.after(self.timeout), request), self._client())
+        job, prepared = self._run(submit_job_flow(ctx, Deadline.after(self.timeout), request))
         return FalRequestHandle(self, job, prepared)
 
     async def asubmit(self, request: VisionRequest) -> AsyncFalRequestHandle:
         """Async `submit`."""
         ctx = self._ctx()
         flow = submit_job_flow(ctx, Deadline.after(self.timeout), request)
-        job, prepared = await run_async(flow, self._async_client())
+        job, prepared = await self._arun(flow)
         return AsyncFalRequestHandle(self, job, prepared)
 
     def handle(self, request_id: str, *, model: str | None = None) -> FalRequestHandle:
@@ -324,35 +328,53 @@ class FalBackend:
         )
         return self._context
 
-    def _client(self) -> httpx.Client:
-        if self._http_client is not None:
-            return self._http_client
-        with self._lock:
-            if self._own_client is None:
-                self._own_client = httpx.Client(limits=_LIMITS)
-            return self._own_client
+    def _run(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
+        client, streams = self._clients()
+        return run_sync(flow, client, on_emit, streams=streams)
 
-    def _async_client(self) -> httpx.AsyncClient:
-        """The injected async client, or one of our own per event loop (clients cannot cross loops)."""
+    def _iterate(self, flow: Flow[Any]) -> Iterator[Any]:
+        client, streams = self._clients()
+        return iterate_sync(flow, client, streams=streams)
+
+    async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
+        client, streams = self._async_clients()
+        return await run_async(flow, client, on_emit, streams=streams)
+
+    def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
+        client, streams = self._async_clients()
+        return iterate_async(flow, client, streams=streams)
+
+    def _clients(self) -> tuple[httpx.Client, httpx.Client]:
+        """(calls, streams): the injected client for both, or two of our own (see `_fal_drivers`)."""
+        if self._http_client is not None:
+            return self._http_client, self._http_client
+        with self._lock:
+            if self._own_clients is None:
+                self._own_clients = (httpx.Client(limits=_LIMITS), httpx.Client(limits=_LIMITS))
+            return self._own_clients
+
+    def _async_clients(self) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        """The injected async client, or our own per event loop (clients cannot cross loops)."""
         if self._async_http_client is not None:
-            return self._async_http_client
+            return self._async_http_client, self._async_http_client
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._own_async.get(id(loop))
             if entry is not None and entry[0]() is loop:
                 return entry[1]
             for key, (ref, _) in list(self._own_async.items()):
-                if ref() is None or ref().is_closed():  # type: ignore[union-attr]
+                old = ref()
+                if old is None or old.is_closed():
                     del self._own_async[key]
-            client = httpx.AsyncClient(limits=_LIMITS)
-            self._own_async[id(loop)] = (weakref.ref(loop), client)
-            return client
+            clients = (httpx.AsyncClient(limits=_LIMITS), httpx.AsyncClient(limits=_LIMITS))
+            self._own_async[id(loop)] = (weakref.ref(loop), clients)
+            return clients
 
     def close(self) -> None:
-        """Close the HTTP client this backend made (an injected one is left open)."""
+        """Close the HTTP clients this backend made (an injected one is left open)."""
         with self._lock:
-            client, self._own_client = self._own_client, None
-        if client is not None:
+            clients, self._own_clients = self._own_clients, None
+        for client in clients or ():
             client.close()
 
     async def aclose(self) -> None:
@@ -360,8 +382,8 @@ class FalBackend:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._own_async.pop(id(loop), None)
-        if entry is not None:
-            await entry[1].aclose()
+        for client in entry[1] if entry is not None else ():
+            await client.aclose()
         self.close()
 
     def __enter__(self) -> FalBackend:
@@ -414,23 +436,21 @@ class FalRequestHandle:
     def status(self) -> FalStatus:
         """One status poll; `logs` holds every line so far."""
         flow = status_flow(self._backend._ctx().config, Deadline(), self._job)
-        return run_sync(flow, self._backend._client())
+        return self._backend._run(flow)
 
     def iter_events(self) -> Iterator[FalStatus]:
         """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
-        yield from iterate_sync(events_flow(self._backend._ctx(), self._job), self._backend._client())
+        yield from self._backend._iterate(events_flow(self._backend._ctx(), self._job))
 
     def result(self, *, timeout: float | None = None) -> VisionResult:
         """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
         deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
         flow = finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
-        return run_sync(flow, self._backend._client(), self._backend.on_queue_update)
+        return self._backend._run(flow, self._backend.on_queue_update)
 
     def cancel(self) -> str:
         """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
-        return run_sync(
-            cancel_flow(self._backend._ctx().config, Deadline(), self._job), self._backend._client()
-        )
+        return self._backend._run(cancel_flow(self._backend._ctx().config, Deadline(), self._job))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
@@ -455,25 +475,23 @@ class AsyncFalRequestHandle:
     async def status(self) -> FalStatus:
         """One status poll; `logs` holds every line so far."""
         flow = status_flow(self._backend._ctx().config, Deadline(), self._job)
-        return await run_async(flow, self._backend._async_client())
+        return await self._backend._arun(flow)
 
     async def iter_events(self) -> AsyncIterator[FalStatus]:
         """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
-        async for status in iterate_async(
-            events_flow(self._backend._ctx(), self._job), self._backend._async_client()
-        ):
+        async for status in self._backend._aiterate(events_flow(self._backend._ctx(), self._job)):
             yield status
 
     async def result(self, *, timeout: float | None = None) -> VisionResult:
         """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
         deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
         flow = finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
-        return await run_async(flow, self._backend._async_client(), self._backend.on_queue_update)
+        return await self._backend._arun(flow, self._backend.on_queue_update)
 
     async def cancel(self) -> str:
         """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
         flow = cancel_flow(self._backend._ctx().config, Deadline(), self._job)
-        return await run_async(flow, self._backend._async_client())
+        return await self._backend._arun(flow)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
