@@ -134,6 +134,8 @@ class VisionRequest(BaseModel):
             raise InvalidPromptError(
                 "The prompt is empty or whitespace; ask something (e.g. 'Describe this image.')."
             )
+        for text in (*(m.content for m in self.messages), *self.stop):
+            _check_unicode(text)
         total = sum(len(m.content) for m in self.messages)
         if total > MAX_PROMPT_CHARS:
             raise InvalidPromptError(
@@ -160,6 +162,17 @@ class VisionRequest(BaseModel):
         if self.image_turn is not None:
             return self.image_turn
         return max(i for i, m in enumerate(self.messages) if m.role == "user")
+
+
+def _check_unicode(text: str) -> None:
+    """Refuse text that cannot be sent as UTF-8 (a lone surrogate, e.g. from undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPromptError(
+            f"The text holds {text[exc.start]!r} at position {exc.start}, which is not valid Unicode "
+            "(undecodable bytes read with errors='surrogateescape'?); decode it with errors='replace'."
+        ) from None
 
 
 def _typed_error(exc: ValidationError) -> InvalidRequestError:
