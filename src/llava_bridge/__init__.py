@@ -34,7 +34,7 @@ from .images import ImageInput, ResizePolicy
 from .types import Message, Usage, VisionChunk, VisionRequest, VisionResult
 
 if TYPE_CHECKING:
-    from .backends.fal import FalBackend
+    from .backends.fal import AsyncFalRequestHandle, FalBackend, FalRequestHandle, FalStatus, LogLine
     from .backends.openai_compat import OpenAICompatBackend
     from .backends.transformers import TransformersBackend
 
@@ -49,14 +49,18 @@ __all__ = [
     "ConfigurationError",
     "ContextOverflowError",
     "DeadlineExceededError",
+    "AsyncFalRequestHandle",
     "FakeBackend",
     "FalBackend",
+    "FalRequestHandle",
+    "FalStatus",
     "ImageInput",
     "InvalidImageError",
     "InvalidPromptError",
     "InvalidRequestError",
     "JobFailedError",
     "LlavaError",
+    "LogLine",
     "Message",
     "MissingCredentialsError",
     "NotFoundError",
@@ -76,7 +80,11 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AsyncFalRequestHandle": ".backends.fal",
     "FalBackend": ".backends.fal",
+    "FalRequestHandle": ".backends.fal",
+    "FalStatus": ".backends.fal",
+    "LogLine": ".backends.fal",
     "OpenAICompatBackend": ".backends.openai_compat",
     "TransformersBackend": ".backends.transformers",
 }
