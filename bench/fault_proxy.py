@@ -13,6 +13,9 @@ passes every request on, except that a fraction `fault_rate` of them get one of
 - ``stall``: wait `stall_s` seconds (3 by default), then forward normally.
 - ``truncated``: forward, then pass the answer on with its body cut in half.
 
+`routes` limits the faults to some routes (see `route_of`: submit, status,
+status_stream, result, cancel, other).
+
 Each request is forwarded on a fresh upstream connection with ``Connection: close``, so
 the answer is whatever arrives before the upstream closes (a status stream is passed on
 as it comes). When the upstream is down (a restart), the proxy answers the nginx 502,
@@ -75,6 +78,7 @@ class FaultProxy:
         fault_rate: float = 0.1,
         faults: Sequence[str] = FAULTS,
         stall_s: float = 3.0,
+        routes: Sequence[str] | None = None,
         seed: int = 0,
         port: int = 0,
     ) -> None:
@@ -85,6 +89,8 @@ class FaultProxy:
         self.fault_rate = fault_rate
         self.faults = tuple(faults)
         self.stall_s = stall_s
+        self.routes = None if routes is None else frozenset(routes)
+        """Only these routes get faults (None: all)."""
         self.counts: Counter[tuple[str, str]] = Counter()
         """(route, fault or "ok") -> requests."""
         self._rng = random.Random(seed)
@@ -145,7 +151,9 @@ class FaultProxy:
 
     def _pick(self, route: str) -> str:
         with self._lock:
-            fault = self._rng.choice(self.faults) if self._rng.random() < self.fault_rate else "ok"
+            eligible = self.routes is None or route in self.routes
+            hit = eligible and self._rng.random() < self.fault_rate
+            fault = self._rng.choice(self.faults) if hit else "ok"
             self.counts[(route, fault)] += 1
         return fault
 

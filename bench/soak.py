@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import io
 import json
 import os
@@ -37,7 +36,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.fault_proxy import FAULTS, FaultProxy  # noqa: E402
+from tests.support.local_server import LocalServer, running_server  # noqa: E402
+
 from llava_bridge import FalBackend, ImageInput, LlavaError, VisionRequest  # noqa: E402
 from llava_bridge.errors import AmbiguousSubmitError, DeadlineExceededError  # noqa: E402
-from tests.support.local_server import LocalServer, running_server  # noqa: E402
 
 __all__ = [
     "DeadlineReport",
