@@ -32,7 +32,7 @@ pytest: install
 	$(PY) -m pytest -q
 
 docs: install
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict  # no --quiet: it hides the warnings strict counts
 
 test: lint typecheck pytest docs
 
