@@ -79,7 +79,8 @@ def timed(function: Callable[[], Any]) -> tuple[Any, float]:
 def cpu_benchmark(requests_count: int, max_new_tokens: int) -> None:
     sys.path.insert(0, str(ROOT))
     from PIL import Image
-    from tests.local.tiny_llava import build_tiny_llava
+
+    from llava_bridge.testing import build_tiny_llava
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = build_tiny_llava(Path(tmp) / "tiny-llava")

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,9 @@ from .types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
 __all__ = ["main"]
 
 DEMO_PROMPT = "What are these?"
-OFFLINE_NOTE = "Offline answers come from a fake backend: they are NOT real model output."
+OFFLINE_NOTE = (
+    "Offline answers come from a tiny random-weight model or a fake backend: they are NOT real model output."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,17 +189,33 @@ def _demo(args: argparse.Namespace) -> int:
 def _demo_offline(request: VisionRequest) -> VisionResult:
     print("Path: offline (no FAL_KEY set).")
     print(OFFLINE_NOTE)
-    fake = FakeBackend.image_facts()
-    try:
-        from .server.background import BackgroundServer
-    except ImportError:  # the [server] extra is not installed
-        print("Asking FakeBackend in process (install llava-bridge[server] for the full local path).")
-        return fake.generate(request)
-    from .backends.fal import FalBackend
+    with tempfile.TemporaryDirectory(prefix="llava-bridge-demo-") as folder:
+        model, described = _offline_model(Path(folder))
+        try:
+            from .server.background import BackgroundServer
+        except ImportError:  # the [server] extra is not installed
+            print(f"Asking {described} in process (install llava-bridge[server] for the local server).")
+            return model.generate(request)
+        from .backends.fal import FalBackend
 
-    with BackgroundServer(fake) as server, FalBackend(base_url=server.url) as backend:
-        print(f"Asking through FalBackend -> local fal-compatible server at {server.url} -> FakeBackend")
-        return backend.generate(request)
+        with BackgroundServer(model) as server, FalBackend(base_url=server.url) as backend:
+            print(f"Asking through FalBackend -> local fal-compatible server at {server.url} -> {described}")
+            return backend.generate(request.model_copy(update={"max_new_tokens": 24}))
+
+
+def _offline_model(folder: Path) -> tuple[Backend, str]:
+    """The tiny random-weight LLaVA when the [local] extra is installed, else FakeBackend."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the demo's output stays readable
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from .backends.transformers import TransformersBackend
+        from .testing import build_tiny_llava
+
+        path = build_tiny_llava(folder)
+    except ImportError:
+        return FakeBackend.image_facts(), "FakeBackend (answers from the image's size and colour)"
+    backend = TransformersBackend(str(path), local_files_only=True)
+    return backend, "a tiny random-weight LLaVA in TransformersBackend (gibberish by design)"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -211,6 +230,8 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -96,4 +97,5 @@ def test_demo_runs_offline_and_says_so() -> None:
     assert "offline" in result.stdout and "NOT real model output" in result.stdout
     assert "What are these?" in result.stdout
     assert "local fal-compatible server at http://127.0.0.1:" in result.stdout
-    assert "Answer: (fake) A 451x300 image, mostly" in result.stdout
+    assert "-> a tiny random-weight LLaVA in TransformersBackend" in result.stdout
+    assert re.search(r"^Answer: (w\d+ ?)+$", result.stdout, re.M), result.stdout

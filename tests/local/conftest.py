@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from llava_bridge import ImageInput
-
-from .tiny_llava import build_legacy_xtuner_layout, build_tiny_llava
+from llava_bridge.testing import build_legacy_xtuner_layout, build_tiny_llava
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -27,9 +27,9 @@ from llava_bridge import (
 from llava_bridge.backends.base import Backend
 from llava_bridge.backends.transformers import TransformersBackend
 from llava_bridge.prompts import render_llama3
+from llava_bridge.testing import IMAGE_TOKENS
 
 from .conftest import colour_image
-from .tiny_llava import IMAGE_TOKENS
 
 PROMPTS = ["w1 w2 w3", "w5", "w7 w7", "w9 w10 w11 w12", "w30", "w3 w4", "w20 w21 w22", "w13"]
 
@@ -355,7 +355,7 @@ def test_legacy_weights_load_bit_identical(legacy_dir: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from .tiny_llava import _legacy_name
+    from llava_bridge.testing.tiny_llava import _legacy_name
 
     with TransformersBackend(str(legacy_dir), local_files_only=True, dtype="float16") as backend:
         model = backend._ensure_engine()._loaded.model

@@ -26,7 +26,7 @@ def _colour_uri(index: int) -> str:
 def test_local_backend_batches_concurrent_jobs_and_logs_its_progress(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from tests.local.tiny_llava import build_tiny_llava
+    from llava_bridge.testing import build_tiny_llava
 
     model_dir = build_tiny_llava(tmp_path / "tiny-llava")
     with (

@@ -46,7 +46,7 @@ def build_tokenizer() -> Any:
     core.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", vocab["<|begin_of_text|>"])]
     )
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core,
         bos_token="<|begin_of_text|>",
         eos_token="<|end_of_text|>",
@@ -95,7 +95,7 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
         projection_dim=16,
         initializer_range=INIT_RANGE,
     )
-    config = LlavaConfig(
+    config = LlavaConfig(  # type: ignore[call-arg]
         text_config=text,
         vision_config=vision,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -105,7 +105,7 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
         initializer_range=INIT_RANGE,
     )
     torch.manual_seed(seed)
-    return LlavaForConditionalGeneration(config).eval()
+    return LlavaForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
 
 
 def build_tiny_llava(directory: Path, seed: int = 0) -> Path:
@@ -113,7 +113,7 @@ def build_tiny_llava(directory: Path, seed: int = 0) -> Path:
     from transformers import LlavaProcessor
 
     tokenizer = build_tokenizer()
-    processor = LlavaProcessor(
+    processor = LlavaProcessor(  # type: ignore[no-untyped-call]
         build_image_processor(),
         tokenizer,
         patch_size=PATCH,
