@@ -19,6 +19,7 @@ plus `GET /health` and `GET /openapi.json`. Errors are `{"detail": ...}` with a
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -153,6 +154,13 @@ async def _health(request: Request) -> dict[str, Any]:
     }
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped, so echoed input with lone surrogates still encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 body, without echoing large inputs (a data URI) back."""
     assert isinstance(exc, RequestValidationError)
@@ -165,7 +173,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         elif isinstance(value, (dict, list)) and len(repr(value)) > _MAX_ECHOED_INPUT:
             error.pop("input")
         errors.append(error)
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return _AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
