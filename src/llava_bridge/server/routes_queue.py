@@ -100,6 +100,14 @@ async def submit(
     x_fal_request_timeout: Annotated[
         str | None, Header(description="Seconds the request may wait to start.")
     ] = None,
+    x_llava_request_id: Annotated[
+        str | None,
+        Header(
+            description="A UUID the client proposes as the request id. Submitting again with the same id "
+            "returns the job the first submit made instead of queueing another (idempotent), so a client "
+            "whose connection broke after sending can find out whether its job was queued."
+        ),
+    ] = None,
 ) -> JSONResponse:
     app = context.app_id(owner, alias)
     if fal_webhook is not None:
@@ -115,10 +123,10 @@ async def submit(
     except LlavaError as exc:
         status, body = error_answer(exc)
         return JSONResponse(body, status_code=status)
-    job_id = str(uuid.uuid4())
+    job_id = _proposed_id(x_llava_request_id) or str(uuid.uuid4())
     payload = arguments.model_dump(exclude_none=True)
-    position = await context.db.call(
-        lambda conn: store.submit(
+    created, job, position = await context.db.call(
+        lambda conn: store.submit_once(
             conn,
             job_id=job_id,
             app=app,
@@ -129,14 +137,32 @@ async def submit(
             start_deadline=deadline,
         )
     )
-    context.runner.wake()
+    if not created and (job.app != app or job.input != payload):
+        raise HTTPException(
+            409,
+            detail=f"Request id {job_id!r} was already used for a different request; propose a new id.",
+        )
+    if created:
+        context.runner.wake()
     body = {
         "request_id": job_id,
         **_urls(request, app, job_id),
-        "status": "IN_QUEUE",
+        "status": job.state,
         "queue_position": position,
     }
     return JSONResponse(body, headers={"X-Fal-Request-Id": job_id})
+
+
+def _proposed_id(header: str | None) -> str | None:
+    """The client's proposed request id, if it is a UUID (anything else is refused)."""
+    if header is None:
+        return None
+    try:
+        return str(uuid.UUID(header.strip()))
+    except ValueError:
+        raise HTTPException(
+            400, detail="X-Llava-Request-Id must be a UUID, e.g. str(uuid.uuid4()).", headers=_bad_request
+        ) from None
 
 
 async def _job(context: ServerContext, app: str, job_id: str) -> store.Job:
