@@ -40,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import importlib.util
 import io
 import itertools
 import json
@@ -49,17 +50,15 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
 from PIL import Image
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 __all__ = ["FalTestServer", "Recorded", "ServerJob", "fal_error", "ingress_error"]
 
@@ -172,6 +171,7 @@ class FalTestServer:
         stream_words: int = 6,
         require_key: str | None = None,
         record: bool = True,
+        fast: bool = False,
     ) -> None:
         self.job_seconds = job_seconds
         self.queue_seconds = queue_seconds
@@ -179,6 +179,8 @@ class FalTestServer:
         self.stream_words = stream_words
         self.require_key = require_key
         self.record = record
+        self.fast = fast
+        """uvloop and httptools when installed (for benchmarks; tests use asyncio and h11)."""
         self.responder: Callable[[FalTestServer, dict[str, Any]], str] = default_responder
         self.job_error: tuple[str, str] | None = None
         """(error, error_type) every job completes with, when set."""
@@ -292,7 +294,8 @@ class FalTestServer:
         self.stop()
 
     def _run(self) -> None:
-        asyncio.run(self._main())
+        with asyncio.Runner(loop_factory=_uvloop_factory() if self.fast else None) as runner:
+            runner.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -304,7 +307,12 @@ class FalTestServer:
         sock.bind(("127.0.0.1", 0))
         self.direct_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app(), log_level="critical", lifespan="off", access_log=False, timeout_keep_alive=30
+            self._app(),
+            log_level="critical",
+            lifespan="off",
+            access_log=False,
+            timeout_keep_alive=30,
+            http="httptools" if self.fast and _has("httptools") else "h11",
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -357,8 +365,20 @@ class FalTestServer:
 
     # -- the app -------------------------------------------------------------------------------
 
-    def _app(self) -> Starlette:
-        return Starlette(routes=[Route("/{path:path}", self._dispatch, methods=["GET", "POST", "PUT"])])
+    def _app(self) -> Callable[[Any, Any, Any], Awaitable[None]]:
+        """A bare ASGI app (no router, no middleware: the server's own cost stays small)."""
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            request = Request(scope, receive)
+            if request.method not in ("GET", "POST", "PUT"):
+                response: Response = JSONResponse({"detail": "Method Not Allowed"}, status_code=405)
+            else:
+                response = await self._dispatch(request)
+            await response(scope, receive, send)
+
+        return app
 
     async def _dispatch(self, request: Request) -> Response:
         path = request.url.path
@@ -604,6 +624,18 @@ class _HeaderSetter:
         self._raw.append((key.encode(), value.encode()))
 
 
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if not _has("uvloop"):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP reset (SO_LINGER 0), not a clean FIN."""
     sock = writer.get_extra_info("socket")
@@ -664,9 +696,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job-seconds", type=float, default=0.3)
     parser.add_argument("--no-logs", action="store_true")
+    parser.add_argument(
+        "--plain", action="store_true", help="asyncio and h11 even when uvloop/httptools exist"
+    )
     args = parser.parse_args()
     server = FalTestServer(
-        job_seconds=args.job_seconds, log_lines=() if args.no_logs else ("generating",), record=False
+        job_seconds=args.job_seconds,
+        log_lines=() if args.no_logs else ("generating",),
+        record=False,
+        fast=not args.plain,
     )
     with server:
         print(f"fal test server on {server.direct_url} (front {server.url})", flush=True)

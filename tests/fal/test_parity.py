@@ -85,7 +85,13 @@ PHOTO_ASK = VisionRequest(prompt="What size?", image=PHOTO, max_new_tokens=8)
 CASES: dict[str, tuple[dict[str, Any], Callable[[FalTestServer], None], tuple[Sync, Async]]] = {
     "generate": ({}, lambda s: None, _generate(ASK)),
     "generate-photo-upload": ({}, lambda s: None, _generate(PHOTO_ASK)),
-    "generate-polling": ({"status_stream": False}, lambda s: None, _generate(ASK)),
+    # Polls 0.2 s apart against a 0.3 s job (and, below, a 0.5 s deadline): the number of
+    # polls, which the request lists compare, does not hang on a few ms of scheduling.
+    "generate-polling": (
+        {"status_stream": False, "poll_interval": 0.2},
+        lambda s: setattr(s, "job_seconds", 0.3),
+        _generate(ASK),
+    ),
     "generate-run-mode": ({"mode": "run"}, lambda s: None, _generate(ASK)),
     "stream": ({}, lambda s: None, _stream(ASK)),
     "stream-no-stop": ({}, lambda s: None, _stream(VisionRequest(prompt="tell me more words"))),
@@ -95,7 +101,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[FalTestServer], None], tuple[Sy
     "fal-503": ({}, lambda s: s.fail("submit", "http", **fal_error(503)), _generate(ASK)),
     "ambiguous-submit": ({}, lambda s: s.fail("submit", "reset_after"), _generate(ASK)),
     "deadline": (
-        {"timeout": 0.5, "status_stream": False},
+        {"timeout": 0.5, "status_stream": False, "poll_interval": 0.2},
         lambda s: setattr(s, "job_seconds", 3.0),
         _generate(ASK),
     ),

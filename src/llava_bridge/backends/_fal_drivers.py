@@ -13,6 +13,7 @@ result fetch that follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
@@ -52,6 +53,8 @@ _NOT_SENT = (
     httpx.WriteTimeout,
     httpx.ProxyError,
 )
+DRAIN_SECONDS = 0.05
+"""How long a stream that should be ending (after COMPLETED) is read before it is cut."""
 _FATAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
 
 
@@ -198,6 +201,8 @@ class _AsyncPerformer:
         if isinstance(effect, NextEvent):
             return await self._next_event()
         if isinstance(effect, CloseStream):
+            if effect.drain:
+                await self._drain()
             await self.close()
             return None
         if isinstance(effect, Sleep):
@@ -239,6 +244,15 @@ class _AsyncPerformer:
         last = self._decoder.finish()
         await self.close()
         return last if last is not None else StreamEnd()
+
+    async def _drain(self) -> None:
+        """Read the stream's end for at most DRAIN_SECONDS, so its connection goes back to the pool."""
+        if self._lines is None:
+            return
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in self._lines:
+                    pass
 
     async def close(self) -> None:
         if self._stream is not None:

@@ -167,7 +167,7 @@ def finish_flow(
         done = yield from wait_flow(ctx.config, deadline, job, tracker)
         check_completed(done)
         data = yield from result_flow(ctx.config, deadline, job)
-        yield CloseStream()
+        yield CloseStream(drain=True)
     except DeadlineHit:
         yield from cancel_quietly(ctx.config, job)
         raise _deadline_error(deadline.timeout, job.request_id) from None

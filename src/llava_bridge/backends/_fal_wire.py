@@ -114,7 +114,13 @@ class NextEvent:
 
 @dataclass(frozen=True)
 class CloseStream:
-    """Close the open stream (no reply)."""
+    """Close the open stream (no reply).
+
+    With `drain`, the server is expected to end the stream now (it sent COMPLETED):
+    a driver may read its end for a moment first, so that the connection can be reused.
+    """
+
+    drain: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ four at one server, such as `llava-bridge serve`, with this layout:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -100,6 +102,11 @@ INLINE_THRESHOLD = 128 * 1024
 they are sent; an image sent again, or a larger one, is uploaded once to fal storage and
 sent by URL from then on."""
 _LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+ASYNC_POOL_SHARDS = 16
+"""Own async clients come in up to this many (calls, streams) pairs, the least busy leased per call:
+httpcore scans every connection of a pool at each request, so small pools keep that cheap
+at high concurrency."""
+_SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
 
 QueueCallback = Callable[[FalStatus], Any]
 T = TypeVar("T")
@@ -236,9 +243,7 @@ class FalBackend:
         self._http_client = http_client
         self._async_http_client = async_http_client
         self._own_clients: tuple[httpx.Client, httpx.Client] | None = None
-        self._own_async: dict[
-            int, tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[httpx.AsyncClient, httpx.AsyncClient]]
-        ] = {}
+        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], _AsyncShards]] = {}
         self._lock = threading.Lock()
 
     # -- what the Backend protocol asks ------------------------------------------------
@@ -337,12 +342,13 @@ class FalBackend:
         return iterate_sync(flow, client, streams=streams)
 
     async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
-        client, streams = self._async_clients()
-        return await run_async(flow, client, on_emit, streams=streams)
+        with self._async_clients() as (client, streams):
+            return await run_async(flow, client, on_emit, streams=streams)
 
-    def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
-        client, streams = self._async_clients()
-        return iterate_async(flow, client, streams=streams)
+    async def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
+        with self._async_clients() as (client, streams):
+            async for value in iterate_async(flow, client, streams=streams):
+                yield value
 
     def _clients(self) -> tuple[httpx.Client, httpx.Client]:
         """(calls, streams): the injected client for both, or two of our own (see `_fal_drivers`)."""
@@ -353,22 +359,25 @@ class FalBackend:
                 self._own_clients = (httpx.Client(limits=_LIMITS), httpx.Client(limits=_LIMITS))
             return self._own_clients
 
-    def _async_clients(self) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
-        """The injected async client, or our own per event loop (clients cannot cross loops)."""
+    @contextlib.contextmanager
+    def _async_clients(self) -> Iterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+        """The injected async client, or a lease on our own for this event loop (clients cannot
+        cross loops): the least busy of its `ASYNC_POOL_SHARDS` pairs."""
         if self._async_http_client is not None:
-            return self._async_http_client, self._async_http_client
+            yield self._async_http_client, self._async_http_client
+            return
         loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._own_async.get(id(loop))
-            if entry is not None and entry[0]() is loop:
-                return entry[1]
-            for key, (ref, _) in list(self._own_async.items()):
-                old = ref()
-                if old is None or old.is_closed():
-                    del self._own_async[key]
-            clients = (httpx.AsyncClient(limits=_LIMITS), httpx.AsyncClient(limits=_LIMITS))
-            self._own_async[id(loop)] = (weakref.ref(loop), clients)
-            return clients
+        entry = self._own_async.get(id(loop))
+        if entry is None or entry[0]() is not loop:
+            with self._lock:
+                for key, (ref, _) in list(self._own_async.items()):
+                    old = ref()
+                    if old is None or old.is_closed():
+                        del self._own_async[key]
+                entry = (weakref.ref(loop), _AsyncShards())
+                self._own_async[id(loop)] = entry
+        with entry[1].lease() as pair:
+            yield pair
 
     def close(self) -> None:
         """Close the HTTP clients this backend made (an injected one is left open)."""
@@ -382,7 +391,7 @@ class FalBackend:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._own_async.pop(id(loop), None)
-        for client in entry[1] if entry is not None else ():
+        for client in entry[1].clients if entry is not None else ():
             await client.aclose()
         self.close()
 
@@ -405,6 +414,41 @@ class FalBackend:
     def __repr__(self) -> str:
         queue_url = self._config_template.queue_url
         return f"FalBackend(model={self._model!r}, mode={self.mode!r}, queue_url={queue_url!r})"
+
+
+class _AsyncShards:
+    """Up to `ASYNC_POOL_SHARDS` (calls, streams) pairs of async clients for one event loop.
+
+    Each call leases the least busy pair (made on first need), so one call at a time
+    keeps to one warm pair and many at once spread over small pools.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[httpx.AsyncClient, httpx.AsyncClient]] = []
+        self._busy: list[int] = []
+        self._tls: ssl.SSLContext | None = None
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+        index = min(range(len(self._busy)), key=self._busy.__getitem__, default=-1)
+        if index < 0 or (self._busy[index] and len(self._pairs) < ASYNC_POOL_SHARDS):
+            self._tls = self._tls or httpx.create_ssl_context()
+            pair = (
+                httpx.AsyncClient(limits=_SHARD_LIMITS, verify=self._tls),
+                httpx.AsyncClient(limits=_SHARD_LIMITS, verify=self._tls),
+            )
+            self._pairs.append(pair)
+            self._busy.append(0)
+            index = len(self._pairs) - 1
+        self._busy[index] += 1
+        try:
+            yield self._pairs[index]
+        finally:
+            self._busy[index] -= 1
+
+    @property
+    def clients(self) -> list[httpx.AsyncClient]:
+        return [client for pair in self._pairs for client in pair]
 
 
 def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
