@@ -197,6 +197,8 @@ class FalTestServer:
         self.port = 0
         self.direct_port = 0
         self._refusing = False
+        self.connections = 0
+        """TCP connections the front has accepted (since start; `reset` zeroes it)."""
 
     # -- control -------------------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class FalTestServer:
         self.files.clear()
         self.responder = default_responder
         self.job_error = None
+        self.connections = 0
         defaults = {
             "job_seconds": 0.05,
             "queue_seconds": 0.0,
@@ -335,6 +338,7 @@ class FalTestServer:
         self._refusing = False
 
     async def _proxy(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.direct_port)
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -170,3 +171,29 @@ async def test_async_callbacks_may_be_coroutines(
     await backend.aclose()
 
     assert seen[-1] == "COMPLETED"
+
+
+async def test_async_calls_reuse_their_connections_stream_included(
+    server: FalTestServer, backend: FalBackend
+) -> None:
+    for _ in range(3):
+        await backend.agenerate(VisionRequest(prompt="Again?"))
+    await backend.aclose()
+
+    assert len(server.calls("status_stream")) == 3
+    assert server.connections == 2  # one for calls, one for status streams, each kept warm
+
+
+async def test_concurrent_async_calls_all_answer_and_a_second_round_opens_no_connection(
+    server: FalTestServer, backend: FalBackend
+) -> None:
+    async def round_of(count: int) -> list[str]:
+        asks = (backend.agenerate(VisionRequest(prompt=f"n{i}")) for i in range(count))
+        return [result.text.rsplit(" ", 1)[1] for result in await asyncio.gather(*asks)]
+
+    assert await round_of(20) == [f"n{i}" for i in range(20)]
+    opened = server.connections
+    assert await round_of(20) == [f"n{i}" for i in range(20)]
+    await backend.aclose()
+
+    assert server.connections == opened
