@@ -196,11 +196,10 @@ def test_stop_strings_cut_generation_streaming_and_not(batched: TransformersBack
 
 
 def test_usage_is_exact_against_plain_generate(tiny_dir: Path) -> None:
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_dir)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir).eval()
     backend = TransformersBackend.from_model(model, processor, model_name="tiny")
     tokenizer = processor.tokenizer
     stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
@@ -235,11 +234,10 @@ def test_image_tokens_are_counted_in_the_prompt(batched: TransformersBackend) ->
 
 
 def test_text_only_requests_run_without_pixel_values(tiny_dir: Path) -> None:
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_dir)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir).eval()
     seen: list[bool] = []
 
     def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
@@ -362,3 +360,16 @@ def test_legacy_weights_load_bit_identical(legacy_dir: Path) -> None:
         saved = load_file(str(legacy_dir / "model.safetensors"))
         for name, tensor in model.state_dict().items():
             assert torch.equal(tensor, saved[_legacy_name(name)]), name
+
+
+def test_legacy_layout_answers_text_only_and_image_requests(legacy_dir: Path) -> None:
+    # its config has no image_seq_length (576 by default): transformers 4.47 then took its old
+    # merge path for 4-token images and crashed on text-only prompts, unless the loader turns it off
+    from llava_bridge.backends._local_loading import transformers_version
+
+    with TransformersBackend(str(legacy_dir), local_files_only=True) as legacy:
+        text_only = legacy.generate(VisionRequest(prompt="w1 w2", max_new_tokens=2))
+        with_image = legacy.generate(VisionRequest(prompt="w1 w2", image=colour_image(1), max_new_tokens=2))
+        assert with_image.usage.prompt_tokens - text_only.usage.prompt_tokens == IMAGE_TOKENS
+        config = legacy._ensure_engine()._loaded.model.config
+        assert config.image_seq_length == (0 if transformers_version() < (4, 48) else 576)

@@ -30,8 +30,10 @@ __all__ = [
     "LoadedModel",
     "apply_fixes",
     "check_local_extra",
+    "dtype_keyword",
     "load_config_and_processor",
     "load_model",
+    "transformers_version",
 ]
 
 logger = logging.getLogger("llava_bridge.backends.transformers")
@@ -235,10 +237,30 @@ def _quantization_config(quantization: Quantization, dtype: torch.dtype) -> Any:
     )
 
 
-def _dtype_keyword() -> str:
-    """`dtype` on transformers >= 4.56, `torch_dtype` before."""
+def transformers_version() -> tuple[int, int]:
+    """(major, minor) of the installed transformers."""
     major, minor = (int(part) for part in _transformers().__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    return major, minor
+
+
+def dtype_keyword() -> str:
+    """`dtype` on transformers >= 4.56, `torch_dtype` before."""
+    return "dtype" if transformers_version() >= (4, 56) else "torch_dtype"
+
+
+def turn_off_legacy_image_expansion(model: Any) -> None:
+    """Make transformers 4.47 trust the processor's `<image>` expansion.
+
+    LLaVA in 4.47 guesses that the prompt was not expanded when a row holds fewer
+    image tokens than `config.image_seq_length` (576 unless the config says otherwise),
+    and then merges the image the old way: wrong for a checkpoint whose config lacks
+    the real count (like the xtuner one), and a crash for text-only prompts, which have
+    none. Our processor always expands, so the guess is turned off. 4.48 dropped it.
+    """
+    config = model.config
+    if transformers_version() < (4, 48) and getattr(config, "image_seq_length", 0) != 0:
+        logger.info("transformers 4.47 fix: image_seq_length %r -> 0", config.image_seq_length)
+        config.image_seq_length = 0
 
 
 def load_model(options: LoadOptions, processor: Any) -> LoadedModel:
@@ -247,7 +269,7 @@ def load_model(options: LoadOptions, processor: Any) -> LoadedModel:
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     device_map = options.device_map
-    kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **_hub_kwargs(options)}
+    kwargs: dict[str, Any] = {dtype_keyword(): dtype, **_hub_kwargs(options)}
     if options.quantization is not None:
         if not device.startswith("cuda"):
             raise ConfigurationError("quantization needs a CUDA GPU (bitsandbytes); pass quantization=None.")
@@ -279,6 +301,7 @@ def load_model(options: LoadOptions, processor: Any) -> LoadedModel:
 def prepare_loaded(model: Any, processor: Any) -> LoadedModel:
     """Set the stop and pad tokens on an already loaded model and describe it."""
     tokenizer = processor.tokenizer
+    turn_off_legacy_image_expansion(model)
     stops = stop_token_ids(tokenizer, model.generation_config)
     model.generation_config.eos_token_id = list(stops)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -8,7 +8,8 @@ Two layouts on disk:
   generation_config.json with only `<|end_of_text|>`, tokenizer files and a
   preprocessor_config.json, but no processor_config.json and no chat template.
 
-Both hold the same weights for the same seed. The tokenizer is a WordLevel one over
+Both hold the same weights for the same seed, on every transformers version (4.47 to 5.x):
+the weights are drawn per name, not by transformers' own initialisation. The tokenizer is a WordLevel one over
 the Llama-3 special tokens plus words `w0`..`w39`, with a BOS post-processor like
 Llama-3's; `<image>` and `<pad>` are added the way xtuner's conversion script does.
 """
@@ -16,6 +17,7 @@ Llama-3's; `<image>` and `<pad>` are added the way xtuner's conversion script do
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,6 @@ def build_image_processor() -> Any:
 
 
 def build_model(tokenizer: Any, seed: int = 0) -> Any:
-    import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     text = LlamaConfig(
@@ -104,8 +105,37 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
         vision_feature_select_strategy="default",
         initializer_range=INIT_RANGE,
     )
-    torch.manual_seed(seed)
-    return LlavaForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
+    model = LlavaForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
+    _fill_weights(model, seed)
+    return model
+
+
+def _fill_weights(model: Any, seed: int) -> None:
+    """Set every weight from its layout-independent name and the seed, so that the same seed
+    gives the same model on every transformers version (their random initialisation differs).
+
+    Norm weights are 1 and their biases 0; every other weight is normal(0, INIT_RANGE) drawn
+    from a generator seeded by the seed and the weight's legacy name, rounded to float16 so that
+    the legacy layout's float16 file holds exactly the same weights.
+    """
+    import torch
+
+    norms = {
+        f"{module_name}.{param_name}"
+        for module_name, module in model.named_modules()
+        if "norm" in type(module).__name__.lower()
+        for param_name, _ in module.named_parameters(recurse=False)
+    }
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if name in norms:
+                weight.fill_(1.0 if name.endswith("weight") else 0.0)
+                continue
+            generator = torch.Generator().manual_seed(
+                seed * 1_000_003 + zlib.crc32(_legacy_name(name).encode())
+            )
+            values = (torch.randn(weight.shape, generator=generator) * INIT_RANGE).to(torch.float16)
+            weight.copy_(values.to(weight.dtype))
 
 
 def build_tiny_llava(directory: Path, seed: int = 0) -> Path:
@@ -125,14 +155,23 @@ def build_tiny_llava(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+_LEGACY_PREFIXES = (
+    # transformers >= 4.52 (the vision tower lost `vision_model.` in 5.0)
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.vision_tower.vision_model.", "vision_tower.vision_model."),
+    ("model.vision_tower.", "vision_tower.vision_model."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    # transformers < 4.52 already uses the 4.40 names
+    ("language_model.", "language_model."),
+    ("vision_tower.vision_model.", "vision_tower.vision_model."),
+    ("multi_modal_projector.", "multi_modal_projector."),
+)
+
+
 def _legacy_name(name: str) -> str:
-    """The transformers 4.40 weight name of a current LlavaForConditionalGeneration weight."""
-    for current, legacy in (
-        ("model.language_model.", "language_model.model."),
-        ("lm_head.", "language_model.lm_head."),
-        ("model.vision_tower.", "vision_tower.vision_model."),
-        ("model.multi_modal_projector.", "multi_modal_projector."),
-    ):
+    """The transformers 4.40 weight name of a LlavaForConditionalGeneration weight (any version)."""
+    for current, legacy in _LEGACY_PREFIXES:
         if name.startswith(current):
             return legacy + name[len(current) :]
     raise AssertionError(f"unexpected weight {name}")
@@ -187,9 +226,9 @@ def build_legacy_xtuner_layout(directory: Path, seed: int = 0) -> Path:
         "vision_feature_layer": -2,
         "vision_feature_select_strategy": "default",
     }
-    rope = getattr(text, "rope_parameters", None) or {}
-    if "rope_theta" in rope:
-        config["text_config"]["rope_theta"] = rope["rope_theta"]
+    # the model's own rope_theta: an attribute before transformers 5, in rope_parameters since
+    rope_theta = (getattr(text, "rope_parameters", None) or {}).get("rope_theta")
+    config["text_config"]["rope_theta"] = rope_theta or text.rope_theta
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id})
