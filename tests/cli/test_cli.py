@@ -98,4 +98,4 @@ def test_demo_runs_offline_and_says_so() -> None:
     assert "What are these?" in result.stdout
     assert "local fal-compatible server at http://127.0.0.1:" in result.stdout
     assert "-> a tiny random-weight LLaVA in TransformersBackend" in result.stdout
-    assert re.search(r"^Answer: (w\d+ ?)+$", result.stdout, re.M), result.stdout
+    assert re.search(r"^Answer: (\w+ ?)+$", result.stdout, re.M), result.stdout
