@@ -22,6 +22,8 @@ initiate, gcs_put``:
   then nothing for ``seconds``.
 - ``truncate``: answer 200 with the JSON body cut in half.
 - ``break_after``: on ``status_stream``, send ``events`` events, then reset the connection.
+- ``linger``: on ``status_stream``, keep the stream open ``seconds`` after COMPLETED
+  (sending nothing) before ending it.
 
 `refuse_connections(hold)` closes the listening socket for `hold` seconds, so new
 connections are refused (a reset before any request is received). Connection-level
@@ -553,6 +555,8 @@ class FalTestServer:
                         yield b": " + KILL_MARKER + b"\n\n"
                         return
                 if job.status == "COMPLETED":
+                    if fault is not None and fault.kind == "linger":
+                        await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
                     return
                 await changed.wait()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -197,3 +198,14 @@ async def test_concurrent_async_calls_all_answer_and_a_second_round_opens_no_con
     await backend.aclose()
 
     assert server.connections == opened
+
+
+async def test_a_status_stream_left_open_after_completed_does_not_hold_the_answer(
+    server: FalTestServer, backend: FalBackend
+) -> None:
+    server.fail("status_stream", "linger", seconds=3.0)
+    started = time.monotonic()
+    result = await backend.agenerate(VisionRequest(prompt="Quick?"))
+
+    assert result.text.endswith("Quick?")
+    assert time.monotonic() - started < 1.0
