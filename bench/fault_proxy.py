@@ -91,6 +91,8 @@ class FaultProxy:
         self.stall_s = stall_s
         self.routes = None if routes is None else frozenset(routes)
         """Only these routes get faults (None: all)."""
+        self.max_faults: int | None = None
+        """Stop injecting after this many faults (None: no limit)."""
         self.counts: Counter[tuple[str, str]] = Counter()
         """(route, fault or "ok") -> requests."""
         self._rng = random.Random(seed)
@@ -152,7 +154,8 @@ class FaultProxy:
     def _pick(self, route: str) -> str:
         with self._lock:
             eligible = self.routes is None or route in self.routes
-            hit = eligible and self._rng.random() < self.fault_rate
+            budget_left = self.max_faults is None or self.faulted() < self.max_faults
+            hit = eligible and budget_left and self._rng.random() < self.fault_rate
             fault = self._rng.choice(self.faults) if hit else "ok"
             self.counts[(route, fault)] += 1
         return fault

@@ -41,12 +41,8 @@ def test_deadline_soak_cancels_every_abandoned_job() -> None:
 def test_a_deadline_during_a_slow_submit_still_cancels_the_job(tmp_path: Path) -> None:
     """The client's timeout runs out while the submit is on the wire (a slow ingress).
 
-    Known FalBackend bug (backends/_fal_ops.py `submit_job_flow` + _fal_http.py `_bounded`):
-    the submit's read timeout is cut to the deadline, so the client gives up before it
-    learns the request id, raises DeadlineExceededError(request_id=None) and cannot
-    cancel; the server queues the job anyway and runs it to the end (billed). The fix:
-    give the submit a short grace past the deadline (e.g. CANCEL_TIMEOUT) to read the
-    request id, then cancel it and raise with the id.
+    The submit gets a short grace past the deadline to read its request id; the job is
+    then cancelled and the error carries the id, instead of the job running unseen.
     """
     db_path = str(tmp_path / "jobs.db")
     image = ImageInput.from_bytes(png())

@@ -104,6 +104,11 @@ class FalConfig:
     run_timeout: float | None = 600.0
     use_status_stream: bool = True
     rng: random.Random = field(default_factory=random.Random)
+    idempotent_hosts: set[str] = field(default_factory=set)
+    """Queue URLs seen to adopt a proposed request id (learned; shared by copies of the config)."""
+    submit_grace: float = 5.0
+    """Seconds past the caller's deadline a submit may take to read its request id, so the
+    job can be cancelled instead of left running unseen."""
 
     def __repr__(self) -> str:  # never show the key
         return f"FalConfig(queue_url={self.queue_url!r}, run_url={self.run_url!r})"
@@ -150,9 +155,10 @@ def call(
     connection. Transport failures that may not be retried raise; so does the deadline.
     """
     attempt = 0
+    grace = config.submit_grace if request.label == "submit" else 0.0
     while True:
         attempt += 1
-        reply = yield _bounded(request, deadline)
+        reply = yield _bounded(request, deadline, grace)
         data: Any = None
         if isinstance(reply, HttpResponse) and reply.ok and expect_json:
             try:
@@ -180,16 +186,18 @@ def open_stream(
         yield Sleep(delay)
 
 
-def _bounded(request: HttpRequest, deadline: Deadline) -> HttpRequest:
-    """`request` with its timeouts cut to the deadline; raises DeadlineHit when it has passed."""
+def _bounded(request: HttpRequest, deadline: Deadline, grace: float = 0.0) -> HttpRequest:
+    """`request` with its timeouts cut to the deadline (the read gets `grace` more); raises
+    DeadlineHit when the deadline has passed before sending."""
     if deadline.expired():
         raise DeadlineHit
     if deadline.at is None:
         return request
+    read_left = (deadline.bound(None) or 0.0) + grace
     return replace(
         request,
         connect_timeout=deadline.bound(request.connect_timeout),
-        read_timeout=deadline.bound(request.read_timeout),
+        read_timeout=read_left if request.read_timeout is None else min(request.read_timeout, read_left),
     )
 
 

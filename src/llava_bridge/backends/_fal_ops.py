@@ -155,6 +155,9 @@ def submit_job_flow(
         job = yield from submit_flow(ctx.config, deadline, prepared.endpoint, prepared.arguments)
     except DeadlineHit:
         raise _deadline_error(deadline.timeout, None) from None
+    if deadline.expired():  # the id arrived in the grace period: cancel rather than leave it running
+        yield from cancel_quietly(ctx.config, job)
+        raise _deadline_error(deadline.timeout, job.request_id)
     return job, prepared
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -59,6 +60,9 @@ logger = logging.getLogger("llava_bridge.fal")
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 CANCEL_TIMEOUT = 5.0
+PROPOSED_ID_HEADER = "X-Llava-Request-Id"
+"""A request id the client proposes. `llava-bridge serve` adopts it and dedups re-sent submits;
+once a queue host has adopted one, FalBackend retries that host's submits like reads. fal ignores it."""
 """Seconds the cancel sent on a client_timeout may take."""
 _REQUEST_ID = re.compile(r"^[\w.-]{1,200}$")
 
@@ -197,22 +201,27 @@ def submit_flow(
 ) -> Generator[Effect, Any, Job]:
     """Queue the job; never re-sent after an ambiguous failure."""
     url = f"{config.queue_url}/{endpoint}"
+    proposed = str(uuid.UUID(int=config.rng.getrandbits(128), version=4))
+    idempotent = config.queue_url in config.idempotent_hosts
     request = HttpRequest(
         "POST",
         url,
-        headers=config.job_headers(url),
+        headers={**config.job_headers(url), PROPOSED_ID_HEADER: proposed},
         params={"fal_webhook": config.webhook_url} if config.webhook_url else {},
         json_body=dict(arguments),
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         label="submit",
-        phase=Phase.SUBMIT,
+        # A server known to honour proposed ids dedups a re-sent submit: safe to retry as a read.
+        phase=Phase.READ if idempotent else Phase.SUBMIT,
     )
     response, data = yield from call(config, deadline, request)
     raise_for_status(response, endpoint=endpoint)
     request_id = data.get("request_id") if isinstance(data, Mapping) else None
     if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
         raise unexpected_answer(response, "The submit answer had no usable 'request_id'")
+    if request_id == proposed:
+        config.idempotent_hosts.add(config.queue_url)
     return Job(request_id, endpoint, config.queue_url)
 
 
@@ -354,9 +363,7 @@ def cancel_flow(config: FalConfig, deadline: Deadline, job: Job) -> Generator[Ef
 def cancel_quietly(config: FalConfig, job: Job) -> Generator[Effect, Any, None]:
     """Cancel after the caller's deadline: bounded by CANCEL_TIMEOUT, errors only logged."""
     try:
-        answer = yield from cancel_flow(
-            replace(config, max_attempts=min(config.max_attempts, 2)), Deadline.after(CANCEL_TIMEOUT), job
-        )
+        answer = yield from cancel_flow(config, Deadline.after(CANCEL_TIMEOUT), job)
         logger.info("fal request %s cancelled after client_timeout: %s", job.request_id, answer)
     except Exception as exc:  # the deadline error matters more than a failed cancel
         logger.warning("fal request %s: cancel after client_timeout failed: %s", job.request_id, exc)
