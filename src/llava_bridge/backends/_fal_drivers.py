@@ -24,7 +24,6 @@ import httpx
 
 from ..errors import ConfigurationError
 from ..retry import Failure
-from ._fal_sse import SseDecoder
 from ._fal_wire import (
     CloseStream,
     Compute,
@@ -39,6 +38,7 @@ from ._fal_wire import (
     StreamEnd,
     TransportFailure,
 )
+from ._sse import SseDecoder
 
 __all__ = ["iterate_async", "iterate_sync", "run_async", "run_sync"]
 

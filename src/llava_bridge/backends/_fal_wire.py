@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 from ..retry import Failure, Phase
+from ._sse import SseEvent
 
 __all__ = [
     "CloseStream",
@@ -121,14 +122,6 @@ class CloseStream:
     """
 
     drain: bool = False
-
-
-@dataclass(frozen=True)
-class SseEvent:
-    """One server-sent event."""
-
-    data: str
-    event: str = "message"
 
 
 @dataclass(frozen=True)

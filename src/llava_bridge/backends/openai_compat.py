@@ -45,6 +45,8 @@ from ..types import FinishReason, Usage, VisionChunk, VisionRequest, VisionResul
 if TYPE_CHECKING:
     from typing import Self
 
+from ._sse import SseDecoder
+
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatBackend", "chat_completions_url"]
 
 DEFAULT_OPENAI_MODEL = "llava-llama3"
@@ -239,25 +241,6 @@ class _StreamAssembler:
         return VisionChunk(delta=tail, result=result)
 
 
-class _SSEDecoder:
-    """Server-sent events, line by line: returns each event's data when it is complete."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            data, self._data = self._data, []
-            return "\n".join(data) if data else None
-        if line.startswith("data:"):
-            self._data.append(line[5:].removeprefix(" "))
-        return None  # comments, event:, id:, retry: are not needed here
-
-    def flush(self) -> str | None:
-        return self.feed("")
-
-
 def _error_fields(error: Any) -> tuple[str, str | None]:
     """(message, type) from OpenAI-style `{"error": {...}}`, vLLM's `{"message": ...}` or text."""
     if isinstance(error, Mapping):
@@ -429,13 +412,14 @@ class OpenAICompatBackend:
     def stream(self, request: VisionRequest) -> Iterator[VisionChunk]:
         call = self._call(request, stream=True)
         response = self._send(call)
-        assembler, events = _StreamAssembler(call, self.url), _SSEDecoder()
+        assembler, events = _StreamAssembler(call, self.url), SseDecoder()
         saw_done = False
         try:
             for line in response.iter_lines():
-                data = events.feed(line)
-                if data is None:
+                event = events.feed(line)
+                if event is None:
                     continue
+                data = event.data
                 if data == "[DONE]":
                     saw_done = True
                     break
@@ -501,13 +485,14 @@ class OpenAICompatBackend:
     async def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
         call = self._call(request, stream=True)
         response = await self._asend(call)
-        assembler, events = _StreamAssembler(call, self.url), _SSEDecoder()
+        assembler, events = _StreamAssembler(call, self.url), SseDecoder()
         saw_done = False
         try:
             async for line in response.aiter_lines():
-                data = events.feed(line)
-                if data is None:
+                event = events.feed(line)
+                if event is None:
                     continue
+                data = event.data
                 if data == "[DONE]":
                     saw_done = True
                     break

@@ -1,10 +1,21 @@
-"""A small IO-free decoder for server-sent events (text/event-stream), line by line."""
+"""A small IO-free decoder for server-sent events (text/event-stream), line by line.
+
+Shared by the fal status and output streams and OpenAI-compatible streaming.
+"""
 
 from __future__ import annotations
 
-from ._fal_wire import SseEvent
+from dataclasses import dataclass
 
-__all__ = ["SseDecoder"]
+__all__ = ["SseDecoder", "SseEvent"]
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One server-sent event."""
+
+    data: str
+    event: str = "message"
 
 
 class SseDecoder:
@@ -18,6 +29,7 @@ class SseDecoder:
         self._event = ""
 
     def feed(self, line: str) -> SseEvent | None:
+        line = line.rstrip("\r\n")
         if not line:
             return self._dispatch()
         if line.startswith(":"):
