@@ -71,9 +71,11 @@ CASES: list[tuple[str, object, bool]] = [
     ("status", httpx.ReadTimeout, True),
     ("status", httpx.RemoteProtocolError, True),
     ("status", httpx.ConnectError, True),
-    # result: a 5xx fal sent is the job's own answer
+    # result: a 500 fal sent is the job's own answer; runner/gateway 5xx are retried
     ("result", Status(500, ID), False),
-    ("result", Status(503, ID), False),
+    ("result", Status(503, ID), True),
+    ("result", Status(502, ID), True),
+    ("result", Status(504, USER_TIMEOUT), False),
     ("result", Status(502, html=True), True),
     ("result", Status(429), True),
     ("result", Status(422, ID), False),

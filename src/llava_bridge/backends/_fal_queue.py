@@ -329,8 +329,11 @@ def _watch_stream(
 
 
 def _result_rule(response: HttpResponse, phase: Phase) -> bool:
-    # A 5xx that fal itself sent (it carries x-fal-request-id) is the job's own answer.
-    return should_retry_status(response.status_code, response.headers, Phase.SUBMIT)
+    """Fetching a result is a read, but a 500 that fal sent is the job's own answer (the
+    app failed); 502/503/504 (runner and gateway trouble) are retried like any read."""
+    if response.status_code == 500 and "x-fal-request-id" in response.headers:
+        return False
+    return should_retry_status(response.status_code, response.headers, Phase.READ)
 
 
 def result_flow(config: FalConfig, deadline: Deadline, job: Job) -> Generator[Effect, Any, Any]:
