@@ -32,6 +32,7 @@ from ._fal_queue import (
     LogTracker,
     cancel_quietly,
     check_completed,
+    propose_request_id,
     result_flow,
     submit_flow,
     wait_flow,
@@ -151,10 +152,17 @@ def submit_job_flow(
         prepared = yield from prepare_flow(ctx, deadline, request)
     except DeadlineHit:
         raise _deadline_error(deadline.timeout, None, sent=False) from None
+    config = ctx.config
+    proposed = propose_request_id(config)
     try:
-        job = yield from submit_flow(ctx.config, deadline, prepared.endpoint, prepared.arguments)
+        job = yield from submit_flow(config, deadline, prepared.endpoint, prepared.arguments, proposed)
     except DeadlineHit:
-        raise _deadline_error(deadline.timeout, None) from None
+        if config.queue_url not in config.idempotent_hosts:
+            raise _deadline_error(deadline.timeout, None) from None
+        # The server adopts proposed ids: the job, if it was queued, has this id. Cancel it.
+        job = Job(proposed, prepared.endpoint, config.queue_url)
+        yield from cancel_quietly(config, job)
+        raise _deadline_error(deadline.timeout, proposed) from None
     if deadline.expired():  # the id arrived in the grace period: cancel rather than leave it running
         yield from cancel_quietly(ctx.config, job)
         raise _deadline_error(deadline.timeout, job.request_id)

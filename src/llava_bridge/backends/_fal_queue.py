@@ -42,6 +42,7 @@ from ._fal_wire import (
 )
 
 __all__ = [
+    "propose_request_id",
     "CANCEL_TIMEOUT",
     "FalStatus",
     "Job",
@@ -196,12 +197,21 @@ def check_completed(status: FalStatus) -> None:
         )
 
 
+def propose_request_id(config: FalConfig) -> str:
+    """A fresh request id to propose on submit (see PROPOSED_ID_HEADER)."""
+    return str(uuid.UUID(int=config.rng.getrandbits(128), version=4))
+
+
 def submit_flow(
-    config: FalConfig, deadline: Deadline, endpoint: str, arguments: Mapping[str, Any]
+    config: FalConfig,
+    deadline: Deadline,
+    endpoint: str,
+    arguments: Mapping[str, Any],
+    proposed: str | None = None,
 ) -> Generator[Effect, Any, Job]:
     """Queue the job; never re-sent after an ambiguous failure."""
     url = f"{config.queue_url}/{endpoint}"
-    proposed = str(uuid.UUID(int=config.rng.getrandbits(128), version=4))
+    proposed = proposed or propose_request_id(config)
     idempotent = config.queue_url in config.idempotent_hosts
     request = HttpRequest(
         "POST",
