@@ -177,7 +177,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Image: llava_bridge/data/chelsea.png ({width}x{height}, CC0, Stefan van der Walt)")
     print(f"Prompt: {DEMO_PROMPT}")
     if os.environ.get("FAL_KEY") or os.environ.get("FAL_KEY_ID"):
-        print("Path: fal (FAL_KEY is set) -> fal-ai/llava-llama3-8b-v11")
+        base_url = os.environ.get("LLAVA_FAL_BASE_URL")
+        where = f"the server at {base_url} (LLAVA_FAL_BASE_URL)" if base_url else "fal"
+        print(f"Path: FalBackend (FAL_KEY is set) -> {where} -> fal-ai/llava-llama3-8b-v11")
         backend = make_backend("fal")
         result = backend.generate(request)
     else:
