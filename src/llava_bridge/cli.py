@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LlavaError as exc:
         _error(f"{type(exc).__name__}: {exc}")
         return 1
+    except ImportError as exc:  # an optional extra is missing; the message names it
+        _error(str(exc))
+        return 1
     except KeyboardInterrupt:
         _error("interrupted")
         return 130

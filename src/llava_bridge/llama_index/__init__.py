@@ -5,10 +5,14 @@ Needs the `llama-index` extra: ``pip install "llava-bridge[llama-index]"``.
 
 from __future__ import annotations
 
-from .describer import DEFAULT_IMAGE_PROMPT, ImageDescriber, ImageDescriptionError, NodeFailure
-from .llm import LlavaLLM
-from .messages import MultiImagePolicy
-from .tools import DEFAULT_DESCRIBE_PROMPT, LlavaToolSpec
+from .._extras import require_extra
+
+require_extra("llama-index", "llama_index.core", what="llava_bridge.llama_index")
+
+from .describer import DEFAULT_IMAGE_PROMPT, ImageDescriber, ImageDescriptionError, NodeFailure  # noqa: E402 (the extra is checked first)
+from .llm import LlavaLLM  # noqa: E402 (the extra is checked first)
+from .messages import MultiImagePolicy  # noqa: E402 (the extra is checked first)
+from .tools import DEFAULT_DESCRIBE_PROMPT, LlavaToolSpec  # noqa: E402 (the extra is checked first)
 
 __all__ = [
     "DEFAULT_DESCRIBE_PROMPT",
