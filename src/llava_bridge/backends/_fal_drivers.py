@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ import httpx
 
 from ..errors import ConfigurationError
 from ..retry import Failure
+from ._fal_http import Abandoned
 from ._fal_wire import (
     CloseStream,
     Compute,
@@ -41,6 +43,8 @@ from ._fal_wire import (
 from ._sse import SseDecoder
 
 __all__ = ["iterate_async", "iterate_sync", "run_async", "run_sync"]
+
+logger = logging.getLogger("llava_bridge.fal")
 
 T = TypeVar("T")
 EmitHandler = Callable[[Any], Any]
@@ -260,6 +264,34 @@ class _AsyncPerformer:
         self._stream = self._lines = None
 
 
+def _abandon_sync(flow: Flow[Any], performer: _SyncPerformer) -> None:
+    """Let the flow clean up after its caller gave up (it cancels a queued job)."""
+    try:
+        effect = flow.throw(Abandoned())
+        while True:
+            reply = None if isinstance(effect, Emit) else performer.perform(effect)
+            effect = flow.send(reply)
+    except (StopIteration, Abandoned):
+        pass
+    except Exception as exc:  # the interruption matters more than a failed clean-up
+        logger.warning("Clean-up after an interrupted fal call failed: %s", exc)
+
+
+async def _abandon_async(flow: Flow[Any], performer: _AsyncPerformer) -> None:
+    """Async `_abandon_sync`: runs once the task was cancelled (a second cancel stops it)."""
+    try:
+        effect = flow.throw(Abandoned())
+        while True:
+            reply = None if isinstance(effect, Emit) else await performer.perform(effect)
+            effect = flow.send(reply)
+    except (StopIteration, Abandoned):
+        pass
+    except asyncio.CancelledError:
+        logger.warning("Clean-up after a cancelled fal call was itself cancelled; the job may still run.")
+    except Exception as exc:
+        logger.warning("Clean-up after a cancelled fal call failed: %s", exc)
+
+
 def run_sync(
     flow: Flow[T],
     client: httpx.Client,
@@ -277,11 +309,15 @@ def run_sync(
             except StopIteration as stop:
                 result: T = stop.value
                 return result
-            if isinstance(effect, Emit):
-                _call_back(on_emit, effect.value)
-                reply = None
-            else:
-                reply = performer.perform(effect)
+            try:
+                if isinstance(effect, Emit):
+                    _call_back(on_emit, effect.value)
+                    reply = None
+                else:
+                    reply = performer.perform(effect)
+            except KeyboardInterrupt:
+                _abandon_sync(flow, performer)
+                raise
     finally:
         flow.close()
         performer.close()
@@ -326,14 +362,18 @@ async def run_async(
             except StopIteration as stop:
                 result: T = stop.value
                 return result
-            if isinstance(effect, Emit):
-                if on_emit is not None:
-                    outcome = on_emit(effect.value)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                reply = None
-            else:
-                reply = await performer.perform(effect)
+            try:
+                if isinstance(effect, Emit):
+                    if on_emit is not None:
+                        outcome = on_emit(effect.value)
+                        if inspect.isawaitable(outcome):
+                            await outcome
+                    reply = None
+                else:
+                    reply = await performer.perform(effect)
+            except asyncio.CancelledError:
+                await _abandon_async(flow, performer)
+                raise
     finally:
         flow.close()
         await performer.close()

@@ -25,6 +25,7 @@ from ..retry import Failure, Phase, backoff_delay, retry_delay, should_retry_fai
 from ._fal_wire import Effect, HttpRequest, HttpResponse, OpenStream, Sleep, TransportFailure
 
 __all__ = [
+    "Abandoned",
     "Deadline",
     "DeadlineHit",
     "FalConfig",
@@ -50,6 +51,10 @@ def is_fal_host(url: str) -> bool:
 
 class DeadlineHit(Exception):
     """Internal: the caller's client_timeout ran out during a call."""
+
+
+class Abandoned(Exception):
+    """Internal: thrown into a flow when its caller stopped waiting (task cancelled, Ctrl-C)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..prompts import CONTEXT_WINDOW, fit_to_context, render_single_prompt
 from ..retry import Phase
 from ..stops import LLAMA3_STOP_STRINGS, StopScanner
 from ..types import VisionChunk, VisionRequest, VisionResult
-from ._fal_http import Deadline, DeadlineHit, FalConfig, call, open_stream, raise_for_status
+from ._fal_http import Abandoned, Deadline, DeadlineHit, FalConfig, call, open_stream, raise_for_status
 from ._fal_profiles import (
     EndpointProfile,
     build_arguments,
@@ -182,6 +182,9 @@ def finish_flow(
     except DeadlineHit:
         yield from cancel_quietly(ctx.config, job)
         raise _deadline_error(deadline.timeout, job.request_id) from None
+    except Abandoned:  # the caller gave up (task cancelled, Ctrl-C): do not leave the job running
+        yield from cancel_quietly(ctx.config, job)
+        raise
     text = read_output(data, profile_for(job.endpoint), job.request_id)
     logs = tuple(line.message for line in done.logs)
     if prepared is not None:
