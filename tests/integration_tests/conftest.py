@@ -63,7 +63,14 @@ def image_server() -> Iterator[str]:
 def local_server(image_server: str) -> Iterator[LocalServer]:
     """`llava-bridge serve --backend fake` as a real process; image URLs may reach the image server."""
     host = urlsplit(image_server).netloc
-    with running_server("--backend", "fake", "--allow-url-host", host) as server:
+    with running_server(
+        "--backend",
+        "fake",
+        "--fake-answers",
+        "tests.integration_tests.responders:answer",
+        "--allow-url-host",
+        host,
+    ) as server:
         yield server
 
 

@@ -1,8 +1,9 @@
 """LangChain's standard integration suites for ChatLlava and LlavaImageTool.
 
 `TestChatLlavaLocalServer` and `TestLlavaImageToolLocalServer` use the default
-`FalBackend` over real HTTP against `llava-bridge serve --backend fake`, started
-as a subprocess on 127.0.0.1. `TestChatLlavaInProcess` runs the whole chat-model suite against a `FakeBackend`
+`FalBackend` over real HTTP against `llava-bridge serve --backend fake
+--fake-answers tests.integration_tests.responders:answer`, started as a subprocess
+on 127.0.0.1. `TestChatLlavaInProcess` runs the whole chat-model suite against a `FakeBackend`
 whose answers are computed from the request (JSON for the schema the prompt
 asks for), so the structured-output and JSON-mode tests check real parsing.
 """
@@ -51,11 +52,10 @@ class TestChatLlavaLocalServer(_OnLocalServer, ChatModelIntegrationTests):
         return False
 
     @property
-    def has_structured_output(self) -> bool:
-        # The server's FakeBackend answers one canned sentence and cannot be given a responder, so
-        # JSON answers cannot come back through it; the structured-output and JSON-mode tests run
-        # in TestChatLlavaInProcess, against a FakeBackend that answers the schema it is sent.
-        return False
+    def supports_json_mode(self) -> bool:
+        # The server's fake answers from the request (`--fake-answers ...responders:answer`), so
+        # the JSON that comes back over HTTP is what the prompt's schema asked for.
+        return True
 
     @property
     def supports_image_inputs(self) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import importlib
+from typing import Any, Literal, cast
 
 from ..errors import ConfigurationError
 from .base import Backend
-from .fake import FakeBackend
+from .fake import CANNED_ANSWER, FakeBackend, Responder, describe_image_facts
 
 __all__ = ["BACKEND_NAMES", "BackendName", "make_backend"]
 
@@ -21,11 +22,19 @@ def make_backend(
     api_key: str | None = None,
     base_url: str | None = None,
     fake_latency: float = 0.0,
+    fake_answers: str = "canned",
     **options: Any,
 ) -> Backend:
-    """A backend from its CLI name; `model`, `api_key` and `base_url` go where they apply."""
+    """A backend from its CLI name; `model`, `api_key` and `base_url` go where they apply.
+
+    `fake_answers` picks what the fake backend says: ``canned`` (one fixed sentence),
+    ``image-facts`` (the image's size and colour), or ``package.module:function``, a
+    function of the `VisionRequest` (for testing your own agents against the server).
+    """
     if name == "fake":
-        return FakeBackend(latency=fake_latency, model_name=model or "fake-llava")
+        return FakeBackend(
+            _fake_responder(fake_answers), latency=fake_latency, model_name=model or "fake-llava"
+        )
     if name == "fal":
         from .fal import FalBackend
 
@@ -48,3 +57,23 @@ def make_backend(
             kwargs["model"] = model
         return OpenAICompatBackend(base_url, **kwargs)
     raise ConfigurationError(f"Unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}.")
+
+
+def _fake_responder(spec: str) -> str | Responder:
+    """The fake backend's answers for a `fake_answers` setting."""
+    if spec == "canned":
+        return CANNED_ANSWER
+    if spec == "image-facts":
+        return describe_image_facts
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"fake answers {spec!r}: use 'canned', 'image-facts' or 'package.module:function'."
+        )
+    try:
+        responder = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"fake answers {spec!r} cannot be imported: {exc}.") from None
+    if not callable(responder):
+        raise ConfigurationError(f"fake answers {spec!r} is not a function of the request.")
+    return cast(Responder, responder)

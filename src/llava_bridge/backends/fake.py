@@ -16,9 +16,10 @@ from ..prompts import CONTEXT_WINDOW, estimate_tokens, fit_to_context
 from ..stops import cut_at_stop
 from ..types import FinishReason, Usage, VisionChunk, VisionRequest, VisionResult
 
-__all__ = ["FakeBackend"]
+__all__ = ["CANNED_ANSWER", "FakeBackend", "Responder", "describe_image_facts"]
 
 Responder = Callable[[VisionRequest], str]
+CANNED_ANSWER = "This is a fake answer from FakeBackend."
 
 
 class FakeBackend:
@@ -35,7 +36,7 @@ class FakeBackend:
 
     def __init__(
         self,
-        responses: str | Sequence[str] | Responder = "This is a fake answer from FakeBackend.",
+        responses: str | Sequence[str] | Responder = CANNED_ANSWER,
         *,
         model_name: str = "fake-llava",
         context_window: int = CONTEXT_WINDOW,

@@ -50,6 +50,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument("--fake-latency", type=float, default=0.0, help="fake backend: seconds per job")
     parser.add_argument(
+        "--fake-answers",
+        default="canned",
+        metavar="WHAT",
+        help="fake backend: 'canned' (default), 'image-facts', or package.module:function of the request",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=4, help="jobs handed to the backend at once (default 4)"
     )
     parser.add_argument(
@@ -83,7 +89,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def serve_from_args(args: argparse.Namespace) -> None:
     """Build the backend the flags name and serve it (blocking)."""
     backend = make_backend(
-        args.backend, model=args.model, base_url=args.base_url, fake_latency=args.fake_latency
+        args.backend,
+        model=args.model,
+        base_url=args.base_url,
+        fake_latency=args.fake_latency,
+        fake_answers=args.fake_answers,
     )
     key: str | None = args.api_key or os.environ.get(API_KEY_ENV)
     settings = ServerSettings(
