@@ -182,15 +182,28 @@ class _StreamAssembler:
         self._usage: Any = None
         self._id: str | None = None
         self._model: str | None = None
+        self._events = SseDecoder()
+        self._saw_done = False
         self.first_token_at: float | None = None
 
     @property
-    def stopped(self) -> bool:
-        return self._scanner.stopped
+    def done(self) -> bool:
+        """`[DONE]` arrived or a stop string cut the answer: read no further."""
+        return self._saw_done or self._scanner.stopped
 
-    def check_complete(self, saw_done: bool) -> None:
+    def feed_line(self, line: str) -> str:
+        """The text safe to show after one line of the SSE body ("" while an event is incomplete)."""
+        event = self._events.feed(line)
+        if event is None or self.done:
+            return ""
+        if event.data == "[DONE]":
+            self._saw_done = True
+            return ""
+        return self.feed(event.data)
+
+    def check_complete(self) -> None:
         """Raise when the stream ended with no `[DONE]`, no finish_reason and no stop."""
-        if not (saw_done or self._finish or self._scanner.stopped):
+        if not (self.done or self._finish):
             raise APIConnectionError(
                 f"The stream from {self._url} ended before the answer was complete; try again."
             )
@@ -412,27 +425,19 @@ class OpenAICompatBackend:
     def stream(self, request: VisionRequest) -> Iterator[VisionChunk]:
         call = self._call(request, stream=True)
         response = self._send(call)
-        assembler, events = _StreamAssembler(call, self.url), SseDecoder()
-        saw_done = False
+        assembler = _StreamAssembler(call, self.url)
         try:
             for line in response.iter_lines():
-                event = events.feed(line)
-                if event is None:
-                    continue
-                data = event.data
-                if data == "[DONE]":
-                    saw_done = True
-                    break
-                delta = assembler.feed(data)
+                delta = assembler.feed_line(line)
                 if delta:
                     yield VisionChunk(delta=delta)
-                if assembler.stopped:
+                if assembler.done:
                     break
         except httpx.TransportError as exc:
             raise _broken_stream(exc, self.url) from None
         finally:
             response.close()
-        assembler.check_complete(saw_done)
+        assembler.check_complete()
         yield assembler.finish()
 
     def close(self) -> None:
@@ -485,27 +490,19 @@ class OpenAICompatBackend:
     async def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
         call = self._call(request, stream=True)
         response = await self._asend(call)
-        assembler, events = _StreamAssembler(call, self.url), SseDecoder()
-        saw_done = False
+        assembler = _StreamAssembler(call, self.url)
         try:
             async for line in response.aiter_lines():
-                event = events.feed(line)
-                if event is None:
-                    continue
-                data = event.data
-                if data == "[DONE]":
-                    saw_done = True
-                    break
-                delta = assembler.feed(data)
+                delta = assembler.feed_line(line)
                 if delta:
                     yield VisionChunk(delta=delta)
-                if assembler.stopped:
+                if assembler.done:
                     break
         except httpx.TransportError as exc:
             raise _broken_stream(exc, self.url) from None
         finally:
             await response.aclose()
-        assembler.check_complete(saw_done)
+        assembler.check_complete()
         yield assembler.finish()
 
     async def aclose(self) -> None:
