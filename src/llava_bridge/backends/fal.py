@@ -461,8 +461,8 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return dict(headers)
 
 
-class FalRequestHandle:
-    """A queued fal job: follow it, fetch its result, or cancel it."""
+class _Handle:
+    """What both handles share: the job, and the IO-free flows their methods drive."""
 
     def __init__(self, backend: FalBackend, job: Job, prepared: Prepared | None) -> None:
         self._backend = backend
@@ -477,65 +477,59 @@ class FalRequestHandle:
     def model(self) -> str:
         return self._job.endpoint
 
-    def status(self) -> FalStatus:
-        """One status poll; `logs` holds every line so far."""
-        flow = status_flow(self._backend._ctx().config, Deadline(), self._job)
-        return self._backend._run(flow)
+    def _status_flow(self) -> Flow[FalStatus]:
+        return status_flow(self._backend._ctx().config, Deadline(), self._job)
 
-    def iter_events(self) -> Iterator[FalStatus]:
-        """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
-        yield from self._backend._iterate(events_flow(self._backend._ctx(), self._job))
+    def _events_flow(self) -> Flow[FalStatus]:
+        return events_flow(self._backend._ctx(), self._job)
 
-    def result(self, *, timeout: float | None = None) -> VisionResult:
-        """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
+    def _result_flow(self, timeout: float | None) -> Flow[VisionResult]:
         deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
-        flow = finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
-        return self._backend._run(flow, self._backend.on_queue_update)
+        return finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
 
-    def cancel(self) -> str:
-        """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
-        return self._backend._run(cancel_flow(self._backend._ctx().config, Deadline(), self._job))
+    def _cancel_flow(self) -> Flow[str]:
+        return cancel_flow(self._backend._ctx().config, Deadline(), self._job)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
 
 
-class AsyncFalRequestHandle:
+class FalRequestHandle(_Handle):
+    """A queued fal job: follow it, fetch its result, or cancel it."""
+
+    def status(self) -> FalStatus:
+        """One status poll; `logs` holds every line so far."""
+        return self._backend._run(self._status_flow())
+
+    def iter_events(self) -> Iterator[FalStatus]:
+        """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
+        yield from self._backend._iterate(self._events_flow())
+
+    def result(self, *, timeout: float | None = None) -> VisionResult:
+        """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
+        return self._backend._run(self._result_flow(timeout), self._backend.on_queue_update)
+
+    def cancel(self) -> str:
+        """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
+        return self._backend._run(self._cancel_flow())
+
+
+class AsyncFalRequestHandle(_Handle):
     """Async twin of `FalRequestHandle`."""
-
-    def __init__(self, backend: FalBackend, job: Job, prepared: Prepared | None) -> None:
-        self._backend = backend
-        self._job = job
-        self._prepared = prepared
-
-    @property
-    def request_id(self) -> str:
-        return self._job.request_id
-
-    @property
-    def model(self) -> str:
-        return self._job.endpoint
 
     async def status(self) -> FalStatus:
         """One status poll; `logs` holds every line so far."""
-        flow = status_flow(self._backend._ctx().config, Deadline(), self._job)
-        return await self._backend._arun(flow)
+        return await self._backend._arun(self._status_flow())
 
     async def iter_events(self) -> AsyncIterator[FalStatus]:
         """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
-        async for status in self._backend._aiterate(events_flow(self._backend._ctx(), self._job)):
+        async for status in self._backend._aiterate(self._events_flow()):
             yield status
 
     async def result(self, *, timeout: float | None = None) -> VisionResult:
         """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
-        deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
-        flow = finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
-        return await self._backend._arun(flow, self._backend.on_queue_update)
+        return await self._backend._arun(self._result_flow(timeout), self._backend.on_queue_update)
 
     async def cancel(self) -> str:
         """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
-        flow = cancel_flow(self._backend._ctx().config, Deadline(), self._job)
-        return await self._backend._arun(flow)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
+        return await self._backend._arun(self._cancel_flow())
