@@ -144,14 +144,39 @@ def _deadline_error(
     return DeadlineExceededError(message, timeout=timeout or 0.0, request_id=request_id)
 
 
+def _prepare_in_time(
+    ctx: FalContext, deadline: Deadline, request: VisionRequest
+) -> Generator[Effect, Any, Prepared]:
+    """`prepare_flow`, with the deadline running out before anything was sent as its error."""
+    try:
+        return (yield from prepare_flow(ctx, deadline, request))
+    except DeadlineHit:
+        raise _deadline_error(deadline.timeout, None, sent=False) from None
+
+
+def _run_request(config: FalConfig, prepared: Prepared, *, stream: bool) -> HttpRequest:
+    """The POST to fal's run host: `{run}/{endpoint}`, or `{run}/{endpoint}/stream` for SSE output."""
+    url = f"{config.run_url}/{prepared.endpoint}" + ("/stream" if stream else "")
+    headers = config.job_headers(url)
+    if stream:
+        headers["Accept"] = "text/event-stream"
+    return HttpRequest(
+        "POST",
+        url,
+        headers=headers,
+        json_body=dict(prepared.arguments),
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.run_timeout,
+        label="stream" if stream else "run",
+        phase=Phase.SUBMIT,
+    )
+
+
 def submit_job_flow(
     ctx: FalContext, deadline: Deadline, request: VisionRequest
 ) -> Generator[Effect, Any, tuple[Job, Prepared]]:
     """Prepare and queue the request."""
-    try:
-        prepared = yield from prepare_flow(ctx, deadline, request)
-    except DeadlineHit:
-        raise _deadline_error(deadline.timeout, None, sent=False) from None
+    prepared = yield from _prepare_in_time(ctx, deadline, request)
     config = ctx.config
     proposed = propose_request_id(config)
     try:
@@ -220,21 +245,8 @@ def run_flow(
 ) -> Generator[Effect, Any, VisionResult]:
     """One synchronous `POST {run}/{endpoint}`: no queue."""
     deadline = Deadline.after(timeout)
-    try:
-        prepared = yield from prepare_flow(ctx, deadline, request)
-    except DeadlineHit:
-        raise _deadline_error(timeout, None, sent=False) from None
-    url = f"{ctx.config.run_url}/{prepared.endpoint}"
-    run = HttpRequest(
-        "POST",
-        url,
-        headers=ctx.config.job_headers(url),
-        json_body=dict(prepared.arguments),
-        connect_timeout=ctx.config.connect_timeout,
-        read_timeout=ctx.config.run_timeout,
-        label="run",
-        phase=Phase.SUBMIT,
-    )
+    prepared = yield from _prepare_in_time(ctx, deadline, request)
+    run = _run_request(ctx.config, prepared, stream=False)
     try:
         response, data = yield from call(ctx.config, deadline, run)
     except DeadlineHit:
@@ -249,21 +261,8 @@ def stream_flow(
 ) -> Generator[Effect, Any, None]:
     """`POST {run}/{endpoint}/stream`: emit a chunk of new text per event; the last has the result."""
     deadline = Deadline.after(timeout)
-    try:
-        prepared = yield from prepare_flow(ctx, deadline, request)
-    except DeadlineHit:
-        raise _deadline_error(timeout, None, sent=False) from None
-    url = f"{ctx.config.run_url}/{prepared.endpoint}/stream"
-    post = HttpRequest(
-        "POST",
-        url,
-        headers={**ctx.config.job_headers(url), "Accept": "text/event-stream"},
-        json_body=dict(prepared.arguments),
-        connect_timeout=ctx.config.connect_timeout,
-        read_timeout=ctx.config.run_timeout,
-        label="stream",
-        phase=Phase.SUBMIT,
-    )
+    prepared = yield from _prepare_in_time(ctx, deadline, request)
+    post = _run_request(ctx.config, prepared, stream=True)
     try:
         response = yield from open_stream(ctx.config, deadline, post)
     except DeadlineHit:
@@ -282,7 +281,7 @@ def stream_flow(
                 if deadline.expired():
                     raise _deadline_error(timeout, None)
                 raise APIConnectionError(
-                    f"The answer stream from {url} broke after {len(raw)} characters ({event.message}); "
+                    f"The answer stream from {post.url} broke after {len(raw)} characters ({event.message}); "
                     "it was not re-sent. Try again, or use generate() (the queue survives such breaks).",
                     request_id=request_id,
                 )
