@@ -37,14 +37,12 @@ class _OnLocalServer:
         return {"base_url": self.base_url, "api_key": "local-test-key", "timeout": 30}
 
 
-class TestChatLlavaLocalServer(_OnLocalServer, ChatModelIntegrationTests):
+class _ChatLlavaCapabilities(ChatModelIntegrationTests):
+    """What ChatLlava supports, whichever backend answers."""
+
     @property
     def chat_model_class(self) -> type[ChatLlava]:
         return ChatLlava
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "fal-ai/llava-llama3-8b-v11", **self.server_params}
 
     @property
     def has_tool_calling(self) -> bool:
@@ -53,13 +51,34 @@ class TestChatLlavaLocalServer(_OnLocalServer, ChatModelIntegrationTests):
 
     @property
     def supports_json_mode(self) -> bool:
-        # The server's fake answers from the request (`--fake-answers ...responders:answer`), so
-        # the JSON that comes back over HTTP is what the prompt's schema asked for.
+        # Both backends below answer from the request (tests/integration_tests/responders.py), so
+        # the JSON that comes back is what the prompt's schema asked for.
         return True
 
     @property
     def supports_image_inputs(self) -> bool:
         return True
+
+    @property
+    def model_override_value(self) -> str:
+        return "fal-ai/llava-next"
+
+
+class _LlavaImageToolExample(ToolsIntegrationTests):
+    @property
+    def tool_constructor(self) -> type[LlavaImageTool]:
+        return LlavaImageTool
+
+    @property
+    def tool_invoke_params_example(self) -> dict[str, Any]:
+        image = ImageInput.from_path(DATA / "coffee.png").to_data_uri()
+        return {"image": image, "question": "What is in the cup?"}
+
+
+class TestChatLlavaLocalServer(_OnLocalServer, _ChatLlavaCapabilities):
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "fal-ai/llava-llama3-8b-v11", **self.server_params}
 
     @property
     def supports_image_urls(self) -> bool:
@@ -68,68 +87,25 @@ class TestChatLlavaLocalServer(_OnLocalServer, ChatModelIntegrationTests):
         # test_server_roundtrip.py instead.
         return False
 
-    @property
-    def model_override_value(self) -> str:
-        return "fal-ai/llava-next"
 
-
-class TestLlavaImageToolLocalServer(_OnLocalServer, ToolsIntegrationTests):
-    @property
-    def tool_constructor(self) -> type[LlavaImageTool]:
-        return LlavaImageTool
-
+class TestLlavaImageToolLocalServer(_OnLocalServer, _LlavaImageToolExample):
     @property
     def tool_constructor_params(self) -> dict[str, Any]:
         return self.server_params
 
-    @property
-    def tool_invoke_params_example(self) -> dict[str, Any]:
-        image = ImageInput.from_path(DATA / "coffee.png").to_data_uri()
-        return {"image": image, "question": "What is in the cup?"}
 
-
-class TestChatLlavaInProcess(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatLlava]:
-        return ChatLlava
-
+class TestChatLlavaInProcess(_ChatLlavaCapabilities):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"backend": FakeBackend(answer, model_name="fake-llava-responder")}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        # LLaVA has no tool calling; bind_tools is overridden only to raise a clear error.
-        return False
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
 
     @property
     def supports_image_urls(self) -> bool:
         # URLs are handed to the backend unfetched; the in-process fake does not fetch them.
         return True
 
-    @property
-    def model_override_value(self) -> str:
-        return "fal-ai/llava-next"
 
-
-class TestLlavaImageToolInProcess(ToolsIntegrationTests):
-    @property
-    def tool_constructor(self) -> type[LlavaImageTool]:
-        return LlavaImageTool
-
+class TestLlavaImageToolInProcess(_LlavaImageToolExample):
     @property
     def tool_constructor_params(self) -> dict[str, Any]:
         return {"backend": FakeBackend(answer)}
-
-    @property
-    def tool_invoke_params_example(self) -> dict[str, Any]:
-        image = ImageInput.from_path(DATA / "coffee.png").to_data_uri()
-        return {"image": image, "question": "What is in the cup?"}
