@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from PIL import Image
 
 from llava_bridge import ImageInput, InvalidImageError, ResizePolicy
 from llava_bridge.images import MAX_PIXELS, sniff_mime_type
+from tests.support.images import png_claiming
 
 from .conftest import encode
 
@@ -67,36 +67,20 @@ def test_truncated_png_is_refused(coffee_path: Path) -> None:
         ImageInput.from_bytes(data[: len(data) // 3])
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a size, with a tiny compressed body (a bomb shape)."""
-    import struct
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_decompression_bomb_is_refused_before_decoding() -> None:
     with pytest.raises(InvalidImageError, match="too many pixels|over the limit"):
-        ImageInput.from_bytes(_png_header_only(30_000, 30_000))
+        ImageInput.from_bytes(png_claiming(30_000, 30_000))
 
 
 def test_pixel_cap_is_exact() -> None:
     side = int(MAX_PIXELS**0.5) + 1
     with pytest.raises(InvalidImageError, match=f"{MAX_PIXELS:,}"):
-        ImageInput.from_bytes(_png_header_only(side, side))
+        ImageInput.from_bytes(png_claiming(side, side))
 
 
 def test_zero_pixel_image_is_refused() -> None:
     with pytest.raises(InvalidImageError, match="no pixels|corrupt"):
-        ImageInput.from_bytes(_png_header_only(0, 10))
+        ImageInput.from_bytes(png_claiming(0, 10))
 
 
 def test_extreme_aspect_ratio_is_refused() -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import http.server
 import io
-import struct
 import threading
 import urllib.parse
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,21 +30,6 @@ def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (30, 200, 30)).save(buffer, format="JPEG")
     return buffer.getvalue()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A small PNG whose header claims `width` x `height` (a decompression bomb, 0 px, a sliver)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(b"\0" * 1024))
-        + _chunk(b"IEND", b"")
-    )
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:

@@ -41,8 +41,8 @@ from tests.reliability.conftest import (
     data_uri,
     jpeg,
     png,
-    png_claiming,
 )
+from tests.support.images import png_claiming
 from tests.support.local_server import LocalServer
 
 ROOT = Path(__file__).resolve().parents[2]
