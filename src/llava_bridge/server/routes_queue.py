@@ -126,7 +126,7 @@ async def submit(
     job_id = _proposed_id(x_llava_request_id) or str(uuid.uuid4())
     payload = arguments.model_dump(exclude_none=True)
     created, job, position = await context.db.call(
-        lambda conn: store.submit_once(
+        lambda conn: store.submit(
             conn,
             job_id=job_id,
             app=app,

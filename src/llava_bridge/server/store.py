@@ -34,7 +34,6 @@ __all__ = [
     "requeue",
     "requeue_interrupted",
     "submit",
-    "submit_once",
 ]
 
 JobState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
@@ -99,53 +98,22 @@ def submit(
     image_file: str | None,
     now: float,
     start_deadline: float | None = None,
-) -> int:
-    """Queue a job; return its queue position (0 = next)."""
-    with transaction(conn):
-        conn.execute(
-            "INSERT INTO jobs (id, app, endpoint, input, image_file, state, created_at, start_deadline) "
-            "VALUES (?, ?, ?, ?, ?, 'IN_QUEUE', ?, ?)",
-            (job_id, app, endpoint, json.dumps(arguments), image_file, now, start_deadline),
-        )
-        row = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'IN_QUEUE'").fetchone()
-    return int(row[0]) - 1
-
-
-def submit_once(
-    conn: sqlite3.Connection,
-    *,
-    job_id: str,
-    app: str,
-    endpoint: str,
-    arguments: dict[str, Any],
-    image_file: str | None,
-    now: float,
-    start_deadline: float | None = None,
 ) -> tuple[bool, Job, int]:
     """Queue a job unless one with this id exists: (created, the job, its queue position)."""
-    existing = get(conn, job_id)
-    if existing is None:
-        try:
-            position = submit(
-                conn,
-                job_id=job_id,
-                app=app,
-                endpoint=endpoint,
-                arguments=arguments,
-                image_file=image_file,
-                now=now,
-                start_deadline=start_deadline,
-            )
-        except sqlite3.IntegrityError:  # queued by a concurrent submit with the same id
-            pass
-        else:
-            job = get(conn, job_id)
-            assert job is not None
-            return True, job, position
-        existing = get(conn, job_id)
-        assert existing is not None
-    position = queue_position(conn, existing) if existing.state == "IN_QUEUE" else 0
-    return False, existing, position
+    with transaction(conn):
+        created = (
+            conn.execute(
+                "INSERT OR IGNORE INTO jobs "
+                "(id, app, endpoint, input, image_file, state, created_at, start_deadline) "
+                "VALUES (?, ?, ?, ?, ?, 'IN_QUEUE', ?, ?)",
+                (job_id, app, endpoint, json.dumps(arguments), image_file, now, start_deadline),
+            ).rowcount
+            == 1
+        )
+        job = get(conn, job_id)
+        assert job is not None
+        position = queue_position(conn, job) if job.state == "IN_QUEUE" else 0
+    return created, job, position
 
 
 def get(conn: sqlite3.Connection, job_id: str) -> Job | None:
