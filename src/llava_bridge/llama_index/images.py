@@ -57,7 +57,10 @@ def image_from_node(node: BaseNode, metadata_keys: Sequence[str] = ()) -> ImageI
     node whose metadata names an image path or URL under one of `metadata_keys`."""
     source = _node_source(node, metadata_keys)
     if source is None:
-        raise InvalidImageError(f"Node {node.node_id} carries no image.")
+        raise InvalidImageError(
+            f"Node {node.node_id} carries no image; "
+            "set its image, image_path or image_url, or put an image path or URL in its metadata."
+        )
     kind, value, mime = source
     if kind == "data":
         return ImageInput.from_bytes(_stored_bytes(value), mime)

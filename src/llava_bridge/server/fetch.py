@@ -63,7 +63,10 @@ class ImageFetcher:
         try:
             current = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise InvalidImageError(f"Image URL is malformed ({exc}).") from None
+            raise InvalidImageError(
+                f"Image URL is malformed ({exc}); "
+                "give a full http(s) URL such as https://example.com/cat.jpg."
+            ) from None
         for _ in range(self.max_redirects + 1):
             address = await self.guard.check(current)
             request = self._pinned_request(current, address)

@@ -60,7 +60,10 @@ class ImageResolver:
             try:
                 url = httpx.URL(text)
             except (httpx.InvalidURL, TypeError, ValueError) as exc:
-                raise InvalidImageError(f"Image URL is malformed ({exc}).") from None
+                raise InvalidImageError(
+                    f"Image URL is malformed ({exc}); "
+                    "give a full http(s) URL such as https://example.com/cat.jpg."
+                ) from None
             try:
                 async with asyncio.timeout(self._fetcher.timeout):
                     await self._fetcher.guard.check(url)

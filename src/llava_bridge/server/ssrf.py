@@ -70,7 +70,10 @@ class AddressGuard:
         try:
             host = url.host
         except ValueError as exc:  # idna.IDNAError for a malformed internationalised name
-            raise InvalidImageError(f"Image URL has a malformed host name ({exc}).") from None
+            raise InvalidImageError(
+                f"Image URL has a malformed host name ({exc}); "
+                "give a full http(s) URL such as https://example.com/cat.jpg."
+            ) from None
         if not host:
             raise InvalidImageError("Image URL has no host; give a full http(s) URL.")
         port = url.port or (443 if url.scheme == "https" else 80)
@@ -86,7 +89,10 @@ class AddressGuard:
             except (OSError, UnicodeError) as exc:
                 raise InvalidImageError(f"Cannot resolve the image URL's host {host!r} ({exc}).") from None
             if not addresses:
-                raise InvalidImageError(f"The image URL's host {host!r} has no address.")
+                raise InvalidImageError(
+                    f"The image URL's host {host!r} has no address; "
+                    "check the host name, or send the image as a data: URI."
+                )
         if self.allow_private or self._exempt(host, addresses, port):
             return addresses[0]
         for text in addresses:
