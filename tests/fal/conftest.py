@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from llava_bridge.backends.fal import FalBackend
+from llava_bridge.backends.fal import PROXY_VARIABLES, FalBackend
 from tests.fal.fal_test_server import FalTestServer
 
 FAST = {"poll_interval": 0.02, "stream_idle_timeout": 2.0, "read_timeout": 5.0, "connect_timeout": 2.0}
@@ -28,11 +28,24 @@ def server(fal_server_session: FalTestServer) -> FalTestServer:
     return fal_server_session
 
 
+@pytest.fixture(params=["h1", "httpx"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which HTTP client FalBackend uses: its own HTTP/1.1 pools, or httpx, which it falls
+    back to when a proxy variable is set (NO_PROXY keeps the test server direct)."""
+    for name in (*PROXY_VARIABLES, "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "httpx":
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return str(request.param)
+
+
 @pytest.fixture
 def make_backend(
-    server: FalTestServer, monkeypatch: pytest.MonkeyPatch
+    server: FalTestServer, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> Iterator[Callable[..., FalBackend]]:
-    """Build FalBackends on the test server (with FAST settings); all are closed afterwards."""
+    """Build FalBackends on the test server (with FAST settings) for each transport; all are
+    closed afterwards."""
     for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "LLAVA_FAL_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     made: list[FalBackend] = []

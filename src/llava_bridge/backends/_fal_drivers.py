@@ -1,30 +1,25 @@
-"""Thin sync and async shells that perform a flow's effects with httpx.
+"""Thin sync and async shells that perform a flow's effects.
 
 `run_sync`/`run_async` drive a flow to its return value, handing emitted values
 to a callback; `iterate_sync`/`iterate_async` yield the emitted values instead.
 Neither ever starts an event loop of its own.
 
-Server-sent-event streams may go through a second client (`streams=`): a stream
-closed early (after COMPLETED) takes its connection down with it, so keeping
-streams in their own pool leaves the warm connection of the submit free for the
-result fetch that follows.
+HTTP goes through a *transport*: our own HTTP/1.1 pools (`_h1_sync`, `_h1_async`),
+or httpx (`_httpx_transport`) for an injected client or behind a proxy. Both answer
+`send(request)` with a whole response and `open(request)` with a head and a body
+to read piece by piece, and both classify failures the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
-
-import httpx
+from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigurationError
-from ..retry import Failure
 from ._fal_http import Abandoned
 from ._fal_wire import (
     CloseStream,
@@ -40,65 +35,47 @@ from ._fal_wire import (
     StreamEnd,
     TransportFailure,
 )
-from ._sse import SseDecoder
+from ._h1_io import Broken
+from ._sse import SseEvent, SseParser
 
-__all__ = ["iterate_async", "iterate_sync", "run_async", "run_sync"]
+__all__ = ["AsyncTransport", "SyncTransport", "iterate_async", "iterate_sync", "run_async", "run_sync"]
 
 logger = logging.getLogger("llava_bridge.fal")
 
 T = TypeVar("T")
 EmitHandler = Callable[[Any], Any]
+"""A plain function, or (for the async drivers) an async one."""
 
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.WriteError,  # the body did not get out whole: the server cannot act on it
-    httpx.WriteTimeout,
-    httpx.ProxyError,
-)
 DRAIN_SECONDS = 0.05
 """How long a stream that should be ending (after COMPLETED) is read before it is cut."""
-_FATAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
 
 
-def _failure(exc: Exception) -> TransportFailure:
-    """Classify an httpx exception: could the server have received the request?"""
-    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, _FATAL):
-        return TransportFailure(Failure.NOT_SENT, message, fatal=True)
-    failure = Failure.NOT_SENT if isinstance(exc, _NOT_SENT) else Failure.AFTER_SEND
-    return TransportFailure(failure, message, timed_out=isinstance(exc, httpx.TimeoutException))
+class SyncBody(Protocol):
+    def read(self) -> bytes:
+        """The next piece; ``b""`` at the end. Raises `Broken`."""
+        ...
+
+    def close(self, drain: float = 0.0) -> None: ...
 
 
-def _timeout(request: HttpRequest) -> httpx.Timeout:
-    return httpx.Timeout(
-        connect=request.connect_timeout,
-        read=request.read_timeout,
-        write=request.read_timeout,
-        pool=request.connect_timeout,
-    )
+class SyncTransport(Protocol):
+    def send(self, request: HttpRequest) -> HttpResponse | TransportFailure: ...
+
+    def open(self, request: HttpRequest) -> tuple[HttpResponse, SyncBody | None] | TransportFailure: ...
 
 
-def _build(client: httpx.Client | httpx.AsyncClient, request: HttpRequest) -> httpx.Request:
-    headers = dict(request.headers)
-    content = request.content
-    if request.json_body is not None:
-        content = json.dumps(request.json_body, separators=(",", ":"), ensure_ascii=False).encode()
-        headers.setdefault("Content-Type", "application/json")
-    return client.build_request(
-        request.method,
-        request.url,
-        headers=headers,
-        params=dict(request.params) or None,
-        content=content,
-        timeout=_timeout(request),
-    )
+class AsyncBody(Protocol):
+    async def read(self) -> bytes: ...
+
+    async def close(self, drain: float = 0.0) -> None: ...
 
 
-def _response(response: httpx.Response, body: bytes = b"") -> HttpResponse:
-    headers = {key.lower(): value for key, value in response.headers.items()}
-    return HttpResponse(response.status_code, headers, body)
+class AsyncTransport(Protocol):
+    async def send(self, request: HttpRequest) -> HttpResponse | TransportFailure: ...
+
+    async def open(
+        self, request: HttpRequest
+    ) -> tuple[HttpResponse, AsyncBody | None] | TransportFailure: ...
 
 
 def _call_back(handler: EmitHandler | None, value: Any) -> None:
@@ -114,28 +91,28 @@ def _call_back(handler: EmitHandler | None, value: Any) -> None:
 
 
 class _SyncPerformer:
-    """Performs effects with an httpx.Client; owns at most one open stream."""
+    """Performs effects through a sync transport; owns at most one open stream."""
 
-    def __init__(self, client: httpx.Client, streams: httpx.Client | None = None) -> None:
-        self._client = client
-        self._streams = streams or client
-        self._stream: httpx.Response | None = None
-        self._lines: Iterator[str] | None = None
-        self._decoder = SseDecoder()
+    def __init__(self, transport: SyncTransport) -> None:
+        self._transport = transport
+        self._body: SyncBody | None = None
+        self._events = SseParser()
 
     def perform(self, effect: Effect) -> Any:
         if isinstance(effect, HttpRequest):
-            try:
-                response = self._client.send(_build(self._client, effect))
-            except httpx.RequestError as exc:
-                return _failure(exc)
-            return _response(response, response.content)
+            return self._transport.send(effect)
         if isinstance(effect, OpenStream):
-            return self._open(effect.request)
+            self.close()
+            opened = self._transport.open(effect.request)
+            if isinstance(opened, TransportFailure):
+                return opened
+            response, self._body = opened
+            self._events = SseParser()
+            return response
         if isinstance(effect, NextEvent):
             return self._next_event()
         if isinstance(effect, CloseStream):
-            self.close()
+            self.close(DRAIN_SECONDS if effect.drain else 0.0)
             return None
         if isinstance(effect, Sleep):
             if effect.seconds > 0:
@@ -145,69 +122,47 @@ class _SyncPerformer:
             return effect.function()
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a bug in a flow
 
-    def _open(self, request: HttpRequest) -> HttpResponse | TransportFailure:
-        self.close()
-        try:
-            response = self._streams.send(_build(self._streams, request), stream=True)
-        except httpx.RequestError as exc:
-            return _failure(exc)
-        if not response.is_success:
+    def _next_event(self) -> SseEvent | StreamEnd | TransportFailure:
+        while (event := self._events.next_event()) is None:
+            if self._body is None or self._events.done:
+                self.close()
+                return StreamEnd()
             try:
-                body = response.read()
-            except httpx.RequestError as exc:
-                return _failure(exc)
-            finally:
-                response.close()
-            return _response(response, body)
-        self._stream, self._lines, self._decoder = response, response.iter_lines(), SseDecoder()
-        return _response(response)
+                self._events.feed(self._body.read())
+            except Broken as exc:
+                self.close()
+                return exc.failure
+        return event
 
-    def _next_event(self) -> Any:
-        if self._lines is None:
-            return StreamEnd()
-        try:
-            for line in self._lines:
-                event = self._decoder.feed(line)
-                if event is not None:
-                    return event
-        except httpx.RequestError as exc:
-            self.close()
-            return _failure(exc)
-        last = self._decoder.finish()
-        self.close()
-        return last if last is not None else StreamEnd()
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-        self._stream = self._lines = None
+    def close(self, drain: float = 0.0) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close(drain)
 
 
 class _AsyncPerformer:
-    """Performs effects with an httpx.AsyncClient; owns at most one open stream."""
+    """Performs effects through an async transport; owns at most one open stream."""
 
-    def __init__(self, client: httpx.AsyncClient, streams: httpx.AsyncClient | None = None) -> None:
-        self._client = client
-        self._streams = streams or client
-        self._stream: httpx.Response | None = None
-        self._lines: AsyncIterator[str] | None = None
-        self._decoder = SseDecoder()
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+        self._body: AsyncBody | None = None
+        self._events = SseParser()
 
     async def perform(self, effect: Effect) -> Any:
         if isinstance(effect, HttpRequest):
-            try:
-                response = await self._client.send(_build(self._client, effect))
-            except httpx.RequestError as exc:
-                return _failure(exc)
-            return _response(response, response.content)
+            return await self._transport.send(effect)
         if isinstance(effect, OpenStream):
-            return await self._open(effect.request)
+            await self.close()
+            opened = await self._transport.open(effect.request)
+            if isinstance(opened, TransportFailure):
+                return opened
+            response, self._body = opened
+            self._events = SseParser()
+            return response
         if isinstance(effect, NextEvent):
             return await self._next_event()
         if isinstance(effect, CloseStream):
-            if effect.drain:
-                await self._drain()
-            await self.close()
+            await self.close(DRAIN_SECONDS if effect.drain else 0.0)
             return None
         if isinstance(effect, Sleep):
             if effect.seconds > 0:
@@ -217,51 +172,22 @@ class _AsyncPerformer:
             return await asyncio.to_thread(effect.function)
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a bug in a flow
 
-    async def _open(self, request: HttpRequest) -> HttpResponse | TransportFailure:
-        await self.close()
-        try:
-            response = await self._streams.send(_build(self._streams, request), stream=True)
-        except httpx.RequestError as exc:
-            return _failure(exc)
-        if not response.is_success:
+    async def _next_event(self) -> SseEvent | StreamEnd | TransportFailure:
+        while (event := self._events.next_event()) is None:
+            if self._body is None or self._events.done:
+                await self.close()
+                return StreamEnd()
             try:
-                body = await response.aread()
-            except httpx.RequestError as exc:
-                return _failure(exc)
-            finally:
-                await response.aclose()
-            return _response(response, body)
-        self._stream, self._lines, self._decoder = response, response.aiter_lines(), SseDecoder()
-        return _response(response)
+                self._events.feed(await self._body.read())
+            except Broken as exc:
+                await self.close()
+                return exc.failure
+        return event
 
-    async def _next_event(self) -> Any:
-        if self._lines is None:
-            return StreamEnd()
-        try:
-            async for line in self._lines:
-                event = self._decoder.feed(line)
-                if event is not None:
-                    return event
-        except httpx.RequestError as exc:
-            await self.close()
-            return _failure(exc)
-        last = self._decoder.finish()
-        await self.close()
-        return last if last is not None else StreamEnd()
-
-    async def _drain(self) -> None:
-        """Read the stream's end for at most DRAIN_SECONDS, so its connection goes back to the pool."""
-        if self._lines is None:
-            return
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
-            async with asyncio.timeout(DRAIN_SECONDS):
-                async for _ in self._lines:
-                    pass
-
-    async def close(self) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
-        self._stream = self._lines = None
+    async def close(self, drain: float = 0.0) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            await body.close(drain)
 
 
 def _abandon_sync(flow: Flow[Any], performer: _SyncPerformer) -> None:
@@ -292,15 +218,9 @@ async def _abandon_async(flow: Flow[Any], performer: _AsyncPerformer) -> None:
         logger.warning("Clean-up after a cancelled fal call failed: %s", exc)
 
 
-def run_sync(
-    flow: Flow[T],
-    client: httpx.Client,
-    on_emit: EmitHandler | None = None,
-    *,
-    streams: httpx.Client | None = None,
-) -> T:
+def run_sync(flow: Flow[T], transport: SyncTransport, on_emit: EmitHandler | None = None) -> T:
     """Drive `flow` to its result; emitted values go to `on_emit`."""
-    performer = _SyncPerformer(client, streams)
+    performer = _SyncPerformer(transport)
     try:
         reply: Any = None
         while True:
@@ -323,11 +243,9 @@ def run_sync(
         performer.close()
 
 
-def iterate_sync(
-    flow: Flow[Any], client: httpx.Client, *, streams: httpx.Client | None = None
-) -> Iterator[Any]:
+def iterate_sync(flow: Flow[Any], transport: SyncTransport) -> Iterator[Any]:
     """Drive `flow`, yielding each emitted value."""
-    performer = _SyncPerformer(client, streams)
+    performer = _SyncPerformer(transport)
     try:
         reply: Any = None
         while True:
@@ -345,15 +263,9 @@ def iterate_sync(
         performer.close()
 
 
-async def run_async(
-    flow: Flow[T],
-    client: httpx.AsyncClient,
-    on_emit: EmitHandler | None = None,
-    *,
-    streams: httpx.AsyncClient | None = None,
-) -> T:
+async def run_async(flow: Flow[T], transport: AsyncTransport, on_emit: EmitHandler | None = None) -> T:
     """Drive `flow` to its result; emitted values go to `on_emit` (awaited when async)."""
-    performer = _AsyncPerformer(client, streams)
+    performer = _AsyncPerformer(transport)
     try:
         reply: Any = None
         while True:
@@ -379,11 +291,9 @@ async def run_async(
         await performer.close()
 
 
-async def iterate_async(
-    flow: Flow[Any], client: httpx.AsyncClient, *, streams: httpx.AsyncClient | None = None
-) -> AsyncIterator[Any]:
+async def iterate_async(flow: Flow[Any], transport: AsyncTransport) -> AsyncIterator[Any]:
     """Drive `flow`, yielding each emitted value."""
-    performer = _AsyncPerformer(client, streams)
+    performer = _AsyncPerformer(transport)
     try:
         reply: Any = None
         while True:

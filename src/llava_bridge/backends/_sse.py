@@ -5,9 +5,14 @@ Shared by the fal status and output streams and OpenAI-compatible streaming.
 
 from __future__ import annotations
 
+import codecs
+import re
+from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["SseDecoder", "SseEvent"]
+__all__ = ["SseDecoder", "SseEvent", "SseParser"]
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,46 @@ class SseDecoder:
         event = SseEvent(data="\n".join(self._data), event=self._event or "message")
         self._data, self._event = [], ""
         return event
+
+
+class SseParser:
+    """Bytes in, events out: UTF-8 decoding and line splitting (LF, CRLF or CR, across any
+    chunking) in front of an `SseDecoder`."""
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")("replace")
+        self._tail = ""
+        self._lines: deque[str] = deque()
+        self._events = SseDecoder()
+        self._ended = False
+        self.done = False
+        """The stream ended and every event in it was handed out."""
+
+    def feed(self, data: bytes) -> None:
+        """What the stream gave next; ``b""`` for its end."""
+        if self._ended:
+            return
+        text = self._tail + self._text.decode(data, final=not data)
+        if not data:
+            self._ended = True
+        elif text.endswith("\r"):  # maybe half of a CRLF: wait for the next byte
+            text, self._tail = text[:-1], "\r"
+        else:
+            self._tail = ""
+        lines = _NEWLINE.split(text)
+        if data:
+            self._tail = lines.pop() + self._tail
+        elif not lines[-1]:
+            lines.pop()
+        self._lines.extend(lines)
+
+    def next_event(self) -> SseEvent | None:
+        """The next whole event; None when more bytes are needed (or `done`)."""
+        while self._lines:
+            event = self._events.feed(self._lines.popleft())
+            if event is not None:
+                return event
+        if self._ended and not self.done:
+            self.done = True
+            return self._events.finish()
+        return None

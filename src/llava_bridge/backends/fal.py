@@ -19,10 +19,8 @@ four at one server, such as `llava-bridge serve`, with this layout:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
-import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -56,6 +54,9 @@ from ._fal_profiles import DEFAULT_ENDPOINT, check_endpoint
 from ._fal_queue import FalStatus, Job, LogLine, cancel_flow, status_flow
 from ._fal_storage import StorageState
 from ._fal_wire import Flow
+from ._h1_async import AsyncPool
+from ._h1_sync import SyncPool
+from ._httpx_transport import HttpxAsync, HttpxSync
 
 __all__ = [
     "DEFAULT_CDN_URL",
@@ -102,14 +103,16 @@ INLINE_THRESHOLD = 128 * 1024
 they are sent; an image sent again, or a larger one, is uploaded once to fal storage and
 sent by URL from then on."""
 _LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-ASYNC_POOL_SHARDS = 16
-"""Own async clients come in up to this many (calls, streams) pairs, the least busy leased per call:
-httpcore scans every connection of a pool at each request, so small pools keep that cheap
-at high concurrency."""
-_SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+"""Limits of the httpx clients made when a proxy is configured."""
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 QueueCallback = Callable[[FalStatus], Any]
 T = TypeVar("T")
+
+
+def _proxied() -> bool:
+    """Whether a proxy variable is set."""
+    return any(os.environ.get(name) for name in PROXY_VARIABLES)
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:
@@ -242,8 +245,8 @@ class FalBackend:
         self._context: FalContext | None = None
         self._http_client = http_client
         self._async_http_client = async_http_client
-        self._own_clients: tuple[httpx.Client, httpx.Client] | None = None
-        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], _AsyncShards]] = {}
+        self._own_sync: SyncPool | HttpxSync | None = None
+        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncPool | HttpxAsync]] = {}
         self._lock = threading.Lock()
 
     # -- what the Backend protocol asks ------------------------------------------------
@@ -334,38 +337,32 @@ class FalBackend:
         return self._context
 
     def _run(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
-        client, streams = self._clients()
-        return run_sync(flow, client, on_emit, streams=streams)
+        return run_sync(flow, self._transport(), on_emit)
 
     def _iterate(self, flow: Flow[Any]) -> Iterator[Any]:
-        client, streams = self._clients()
-        return iterate_sync(flow, client, streams=streams)
+        return iterate_sync(flow, self._transport())
 
     async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
-        with self._async_clients() as (client, streams):
-            return await run_async(flow, client, on_emit, streams=streams)
+        return await run_async(flow, self._async_transport(), on_emit)
 
     async def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
-        with self._async_clients() as (client, streams):
-            async for value in iterate_async(flow, client, streams=streams):
-                yield value
+        async for value in iterate_async(flow, self._async_transport()):
+            yield value
 
-    def _clients(self) -> tuple[httpx.Client, httpx.Client]:
-        """(calls, streams): the injected client for both, or two of our own (see `_fal_drivers`)."""
+    def _transport(self) -> SyncPool | HttpxSync:
+        """The injected client, or our own pool (httpx when a proxy variable is set: it honours them)."""
         if self._http_client is not None:
-            return self._http_client, self._http_client
+            return HttpxSync(self._http_client)
         with self._lock:
-            if self._own_clients is None:
-                self._own_clients = (httpx.Client(limits=_LIMITS), httpx.Client(limits=_LIMITS))
-            return self._own_clients
+            if self._own_sync is None:
+                self._own_sync = HttpxSync(httpx.Client(limits=_LIMITS)) if _proxied() else SyncPool()
+            return self._own_sync
 
-    @contextlib.contextmanager
-    def _async_clients(self) -> Iterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-        """The injected async client, or a lease on our own for this event loop (clients cannot
-        cross loops): the least busy of its `ASYNC_POOL_SHARDS` pairs."""
+    def _async_transport(self) -> AsyncPool | HttpxAsync:
+        """The injected async client, or our own pool for the running event loop (pools cannot
+        cross loops)."""
         if self._async_http_client is not None:
-            yield self._async_http_client, self._async_http_client
-            return
+            return HttpxAsync(self._async_http_client)
         loop = asyncio.get_running_loop()
         entry = self._own_async.get(id(loop))
         if entry is None or entry[0]() is not loop:
@@ -374,25 +371,30 @@ class FalBackend:
                     old = ref()
                     if old is None or old.is_closed():
                         del self._own_async[key]
-                entry = (weakref.ref(loop), _AsyncShards())
+                own = HttpxAsync(httpx.AsyncClient(limits=_LIMITS)) if _proxied() else AsyncPool()
+                entry = (weakref.ref(loop), own)
                 self._own_async[id(loop)] = entry
-        with entry[1].lease() as pair:
-            yield pair
+        return entry[1]
 
     def close(self) -> None:
-        """Close the HTTP clients this backend made (an injected one is left open)."""
+        """Close the connections this backend opened (an injected client is left open)."""
         with self._lock:
-            clients, self._own_clients = self._own_clients, None
-        for client in clients or ():
-            client.close()
+            own, self._own_sync = self._own_sync, None
+        if isinstance(own, HttpxSync):
+            own.client.close()
+        elif own is not None:
+            own.close()
 
     async def aclose(self) -> None:
-        """Close the HTTP clients this backend made for the running event loop, and the sync one."""
+        """Close this backend's connections for the running event loop, and the sync ones."""
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._own_async.pop(id(loop), None)
-        for client in entry[1].clients if entry is not None else ():
-            await client.aclose()
+        own = entry[1] if entry is not None else None
+        if isinstance(own, HttpxAsync):
+            await own.client.aclose()
+        elif own is not None:
+            own.close()
         self.close()
 
     def __enter__(self) -> FalBackend:
@@ -414,41 +416,6 @@ class FalBackend:
     def __repr__(self) -> str:
         queue_url = self._config_template.queue_url
         return f"FalBackend(model={self._model!r}, mode={self.mode!r}, queue_url={queue_url!r})"
-
-
-class _AsyncShards:
-    """Up to `ASYNC_POOL_SHARDS` (calls, streams) pairs of async clients for one event loop.
-
-    Each call leases the least busy pair (made on first need), so one call at a time
-    keeps to one warm pair and many at once spread over small pools.
-    """
-
-    def __init__(self) -> None:
-        self._pairs: list[tuple[httpx.AsyncClient, httpx.AsyncClient]] = []
-        self._busy: list[int] = []
-        self._tls: ssl.SSLContext | None = None
-
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-        index = min(range(len(self._busy)), key=self._busy.__getitem__, default=-1)
-        if index < 0 or (self._busy[index] and len(self._pairs) < ASYNC_POOL_SHARDS):
-            self._tls = self._tls or httpx.create_ssl_context()
-            pair = (
-                httpx.AsyncClient(limits=_SHARD_LIMITS, verify=self._tls),
-                httpx.AsyncClient(limits=_SHARD_LIMITS, verify=self._tls),
-            )
-            self._pairs.append(pair)
-            self._busy.append(0)
-            index = len(self._pairs) - 1
-        self._busy[index] += 1
-        try:
-            yield self._pairs[index]
-        finally:
-            self._busy[index] -= 1
-
-    @property
-    def clients(self) -> list[httpx.AsyncClient]:
-        return [client for pair in self._pairs for client in pair]
 
 
 def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
