@@ -158,7 +158,7 @@ class ResponseParser:
                 return piece
 
     def _head(self) -> Head | NeedData:
-        end = self._buffer.find(b"\r\n\r\n")
+        end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 1)  # the cap, however the bytes came
         if end < 0:
             if len(self._buffer) > MAX_HEAD_BYTES:
                 raise ProtocolError("the response headers are too long")
@@ -174,7 +174,12 @@ class ResponseParser:
         status_line, *header_lines = raw.split("\r\n")
         version, _, rest = status_line.partition(" ")
         code = rest[:3]
-        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        if (
+            version not in ("HTTP/1.1", "HTTP/1.0")
+            or len(code) != 3
+            or not code.isdecimal()
+            or rest[3:4] not in ("", " ")  # not "2000 OK"
+        ):
             raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         headers: dict[str, str] = {}
         for line in header_lines:
@@ -203,7 +208,7 @@ class ResponseParser:
             self._state = _CHUNK_SIZE
         elif "content-length" in headers:
             length = headers["content-length"].split(",")[0].strip()
-            if not length.isdigit():
+            if not length.isdecimal():
                 raise ProtocolError(f"bad Content-Length {headers['content-length']!r}")
             self._left = int(length)
             self._state = _LENGTH if self._left else _DONE
@@ -241,6 +246,8 @@ class ResponseParser:
             if state == _CHUNK_SIZE:
                 size = line.split(b";", 1)[0].strip()
                 try:
+                    if size.lstrip(b"0123456789abcdefABCDEF"):  # int() takes "-1", "+5", "0x5", "1_0"
+                        raise ValueError(size)
                     self._left = int(size, 16)
                 except ValueError:
                     raise ProtocolError(f"bad chunk size {size[:20]!r}") from None
