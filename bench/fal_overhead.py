@@ -17,9 +17,20 @@ fal-client is pointed at the server by patching its host constants
 (`QUEUE_URL_FORMAT`, `RUN_URL_FORMAT`, `REST_URL`, `CDN_URL`) and uses its defaults
 (status polling every 0.1 s). The server for measures 1-2 runs in its own process
 (`tests/fal/fal_test_server.py`, on uvloop and httptools when installed), without the
-fault-injecting TCP front; the same server serves both clients. Measure 2 also shows the
-CPU each client and the server spent per request: on a 2-core box both clients are
-CPU-bound at concurrency 64, and that row says why.
+fault-injecting TCP front; the same server serves both clients. Its jobs last T to
+~0.1 ms: it sleeps on the event loop's (millisecond) timers until 1.5 ms before the
+deadline and then yields to the loop until it, so the ~1 ms an event-loop timer overshoots
+by is not counted as latency a client added. That last wait spins, which shows in the
+server's CPU (up to 1.5 ms per job). Measure 2 also shows the CPU each client and the server
+spent per request: on a 2-core box both clients are CPU-bound at concurrency 64, and that
+row says why.
+
+Measures 1 and 2 each get a "loopback floor" row: a minimal raw-socket client (a blocking
+`socket` for measure 1, `asyncio.open_connection` for measure 2; keep-alive HTTP/1.1) doing
+a queue client's 3 exchanges per job against the same server: POST the submit, read the
+status stream until COMPLETED, GET the result (on its own connection, asked for before the
+stream's end is read). No client does less, so that row is what the server, the kernel and
+Python's socket layer take on their own; its value is in the llava-bridge column.
 
 T = 300 ms (the issue's headline) is a multiple of fal-client's 0.1 s poll interval,
 which suits fal-client best; measures 1-2 are repeated at T = 350 ms
@@ -34,9 +45,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import re
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +70,7 @@ from llava_bridge.backends.fal import FalBackend  # noqa: E402
 ENDPOINT = "fal-ai/llava-llama3-8b-v11"
 PROMPT = "What is in this picture?"
 IMAGE_URL = "https://example.com/cat.jpg"
+FLOOR = "  loopback floor: raw-socket client, same 3 exchanges"
 
 
 # -- servers and clients ------------------------------------------------------------------
@@ -101,6 +115,201 @@ def point_fal_client_at(base: str) -> Any:
 
 def fal_arguments(image_url: str = IMAGE_URL) -> dict[str, Any]:
     return {"image_url": image_url, "prompt": PROMPT, "max_new_tokens": 256}
+
+
+# -- the loopback floor: a raw-socket client ------------------------------------------------------
+
+
+def floor_request(method: str, path: str, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request, keep-alive (the default), as few headers as the server needs."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Key bench-key\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def floor_paths(submitted: bytes) -> tuple[str, str]:
+    """The result and status-stream paths of the job a submit response names."""
+    base = f"/{'/'.join(ENDPOINT.split('/')[:2])}/requests/{json.loads(submitted)['request_id']}"
+    return base, f"{base}/status/stream?logs=1"
+
+
+def completed_in(buffer: bytearray) -> bool:
+    """Whether the SSE text so far holds a COMPLETED event (complete events are consumed)."""
+    while (end := buffer.find(b"\n\n")) >= 0:
+        event = bytes(buffer[:end])
+        del buffer[: end + 2]
+        if event.startswith(b"data:") and json.loads(event[5:])["status"] == "COMPLETED":
+            return True
+    return False
+
+
+class FloorConnection:
+    """A keep-alive connection over a plain blocking socket (Content-Length or chunked bodies)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def head(self) -> int | None:
+        """Read a 200 response's head; its Content-Length, or None when chunked."""
+        status = self.file.readline()
+        if status.split()[1] != b"200":
+            raise RuntimeError(f"floor client got {status!r}")
+        length: int | None = 0
+        while (line := self.file.readline()) != b"\r\n":
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                length = None
+        return length
+
+    def chunk(self) -> bytes:
+        """The next chunk of a chunked body (b"" for the last one)."""
+        size = int(self.file.readline().split(b";")[0], 16)
+        return self.file.read(size + 2)[:size]
+
+    def body(self) -> bytes:
+        length = self.head()
+        if length is not None:
+            return self.file.read(length)
+        data = b""
+        while part := self.chunk():
+            data += part
+        return data
+
+    def until_completed(self) -> None:
+        """Read a status stream's head and events until COMPLETED."""
+        self.head()
+        buffer = bytearray()
+        while True:
+            part = self.chunk()
+            if not part:
+                raise RuntimeError("status stream ended before COMPLETED")
+            buffer += part
+            if completed_in(buffer):
+                return
+
+    def drain(self) -> None:
+        """Read the rest of a chunked body (its end), so the connection can be reused."""
+        while self.chunk():
+            pass
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class AsyncFloorConnection:
+    """`FloorConnection` over `asyncio.open_connection`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> AsyncFloorConnection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def head(self) -> int | None:
+        status = await self.reader.readline()
+        if status.split()[1] != b"200":
+            raise RuntimeError(f"floor client got {status!r}")
+        length: int | None = 0
+        while (line := await self.reader.readline()) != b"\r\n":
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                length = None
+        return length
+
+    async def chunk(self) -> bytes:
+        size = int((await self.reader.readline()).split(b";")[0], 16)
+        return (await self.reader.readexactly(size + 2))[:size]
+
+    async def body(self) -> bytes:
+        length = await self.head()
+        if length is not None:
+            return await self.reader.readexactly(length)
+        data = b""
+        while part := await self.chunk():
+            data += part
+        return data
+
+    async def until_completed(self) -> None:
+        await self.head()
+        buffer = bytearray()
+        while True:
+            part = await self.chunk()
+            if not part:
+                raise RuntimeError("status stream ended before COMPLETED")
+            buffer += part
+            if completed_in(buffer):
+                return
+
+    async def drain(self) -> None:
+        while await self.chunk():
+            pass
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class FloorClient:
+    """The least a queue client can do per job, on keep-alive connections: POST the submit,
+    read the status stream until COMPLETED, GET the result (`job`; `ajob` in asyncio, one
+    connection pair per job in flight). Like FalBackend, streams get their own connection,
+    so the result is asked for before the stream's end is read."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.address = (host, int(port))
+        self.submit = floor_request("POST", f"/{ENDPOINT}", json.dumps(fal_arguments()).encode())
+        self.idle: list[tuple[Any, Any]] = []
+
+    def job(self) -> str:
+        api, stream = self.idle.pop() if self.idle else (self.connect(), self.connect())
+        api.send(self.submit)
+        result, status = floor_paths(api.body())
+        stream.send(floor_request("GET", status))
+        stream.until_completed()
+        api.send(floor_request("GET", result))
+        stream.drain()
+        output = json.loads(api.body())["output"]
+        self.idle.append((api, stream))
+        return str(output)
+
+    async def ajob(self) -> str:
+        api, stream = self.idle.pop() if self.idle else (await self.aconnect(), await self.aconnect())
+        api.send(self.submit)
+        result, status = floor_paths(await api.body())
+        stream.send(floor_request("GET", status))
+        await stream.until_completed()
+        api.send(floor_request("GET", result))
+        await stream.drain()
+        output = json.loads(await api.body())["output"]
+        self.idle.append((api, stream))
+        return str(output)
+
+    def connect(self) -> FloorConnection:
+        return FloorConnection(*self.address)
+
+    async def aconnect(self) -> AsyncFloorConnection:
+        return await AsyncFloorConnection.open(*self.address)
+
+    def close(self) -> None:
+        for pair in self.idle:
+            for connection in pair:
+                connection.close()
+        self.idle.clear()
 
 
 # -- 1. latency ----------------------------------------------------------------------------------
@@ -269,6 +478,11 @@ def timing_rows(args: argparse.Namespace, T: float) -> list[Row]:
         theirs = added_latency(
             lambda: sync_client.subscribe(ENDPOINT, fal_arguments()), args.latency_requests, T
         )
+        floor_client = FloorClient(url)
+        try:
+            floor = added_latency(floor_client.job, args.latency_requests, T)
+        finally:
+            floor_client.close()
         for q in (50, 95):
             mine, base = percentile(ours, q), percentile(theirs, q)
             goal = "<= 5 ms and <= 1/5 of fal-client" if q == 50 else "-"
@@ -283,6 +497,8 @@ def timing_rows(args: argparse.Namespace, T: float) -> list[Row]:
                     met,
                 )
             )
+            if q == 50:
+                rows.append((f"{FLOOR} (p50, ms)", f"{percentile(floor, 50):.2f}", "-", "-", "-", None))
 
         ideal = args.requests * T / args.concurrency
 
@@ -300,10 +516,18 @@ def timing_rows(args: argparse.Namespace, T: float) -> list[Row]:
             client = fal_client.AsyncClient(key="bench-key")
             return await measured(lambda: client.subscribe(ENDPOINT, fal_arguments()))
 
+        async def run_floor() -> tuple[float, float, float]:
+            client = FloorClient(url)
+            try:
+                return await measured(client.ajob)
+            finally:
+                client.close()
+
         (wall_ours, cpu_ours, server_ours), (wall_theirs, cpu_theirs, server_theirs) = (
             asyncio.run(run_ours()),
             asyncio.run(run_theirs()),
         )
+        wall_floor = asyncio.run(run_floor())[0]
         n = args.requests
         rows += [
             (
@@ -314,6 +538,7 @@ def timing_rows(args: argparse.Namespace, T: float) -> list[Row]:
                 "<= 1.15",
                 wall_ours / ideal <= 1.15,
             ),
+            (f"{FLOOR} (wall / ideal)", f"{wall_floor / ideal:.3f}", "-", "-", "-", None),
             (
                 "throughput (requests/s)",
                 f"{n / wall_ours:.1f}",
