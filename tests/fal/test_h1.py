@@ -529,6 +529,19 @@ def test_corrupt_gzip_body_is_a_protocol_error() -> None:
     ]
 
 
+def test_cut_short_gzip_body_is_a_protocol_error() -> None:
+    body = GZIPPED[:-6]  # the stream's end (its CRC and length) is missing
+    raw = _head(b"200 OK", b"Content-Encoding: gzip", b"Content-Length: %d" % len(body)) + body
+    events = parse_whole(raw)
+    assert events[0] == Head(200, {"content-encoding": "gzip", "content-length": str(len(body))})
+    assert events[-1] == ERROR
+
+
+def test_empty_gzip_labelled_body_is_just_empty() -> None:
+    raw = _head(b"204 No Content", b"Content-Encoding: gzip")
+    assert parse_whole(raw) == [Head(204, {"content-encoding": "gzip"}), End(True)]
+
+
 @pytest.mark.parametrize("fed", ["whole", "bytewise"])
 @pytest.mark.parametrize("over", [-4, -3, -2, -1, 0, 1, 2, 10])
 def test_head_size_cap_does_not_depend_on_how_the_bytes_arrive(
@@ -655,6 +668,13 @@ def test_encode_post_request_with_body() -> None:
         b"POST /fal-ai/x HTTP/1.1\r\nHost: queue.fal.run\r\nContent-Type: application/json\r\n"
         b'Content-Length: 7\r\n\r\n{"a":1}'
     )
+
+
+def test_a_callers_host_replaces_ours_and_framing_headers_are_ours() -> None:
+    origin, target = origin_and_target("http://127.0.0.1:8080/a")
+    headers = {"host": "gpu-box", "Content-Length": "999", "Transfer-Encoding": "chunked"}
+    data = encode_request("POST", origin, target, headers, b"xy")
+    assert data == b"POST /a HTTP/1.1\r\nHost: gpu-box\r\nContent-Length: 2\r\n\r\nxy"
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])

@@ -28,6 +28,7 @@ __all__ = [
 MAX_HEAD_BYTES = 64 * 1024
 """A status line and headers longer than this are refused (a broken or hostile server)."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_FRAMING = ("content-length", "transfer-encoding")
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 
@@ -83,12 +84,19 @@ def origin_and_target(url: str, params: Mapping[str, str] | None = None) -> tupl
 def encode_request(
     method: str, origin: Origin, target: str, headers: Mapping[str, str], body: bytes | None
 ) -> bytes:
-    """The request's bytes: request line, Host, the headers, Content-Length, the body."""
+    """The request's bytes: request line, Host, the headers, Content-Length, the body.
+
+    A Host among `headers` replaces the origin's; Content-Length and Transfer-Encoding
+    among them are dropped (the body is framed here)."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.authority}"]
     for name, value in headers.items():
         if not name or any(c in name for c in " \t\r\n:") or "\r" in value or "\n" in value:
             raise UnusableRequest(f"header {name!r} has a character a header cannot carry")
-        lines.append(f"{name}: {value}")
+        lowered = name.lower()
+        if lowered == "host":
+            lines[1] = f"Host: {value}"  # the caller's own Host replaces ours
+        elif lowered not in _FRAMING:  # the body's framing is ours to state
+            lines.append(f"{name}: {value}")
     if body is not None or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body or b'')}")
     try:
@@ -136,6 +144,7 @@ class ResponseParser:
         self._left = 0
         self._keep_alive = True
         self._decoder: zlib._Decompress | None = None
+        self._compressed = False
 
     def feed(self, data: bytes) -> None:
         if data:
@@ -149,11 +158,18 @@ class ResponseParser:
             return self._head()
         while True:
             piece = self._body()
-            if not isinstance(piece, bytes) or self._decoder is None:
+            decoder = self._decoder
+            if decoder is None or isinstance(piece, NeedData):
                 return piece
-            piece = self._decoder.decompress(piece)
-            if self._state == _DONE:
-                piece += self._decoder.flush()
+            if isinstance(piece, End):
+                if self._compressed and not decoder.eof:
+                    raise ProtocolError("the compressed body was cut short")
+                return piece
+            self._compressed = True
+            try:
+                piece = decoder.decompress(piece)
+            except zlib.error as exc:
+                raise ProtocolError(f"the compressed body is corrupt ({exc})") from None
             if piece:
                 return piece
 

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from ..retry import Failure
 from ._fal_wire import HttpRequest, HttpResponse, TransportFailure
@@ -56,8 +57,7 @@ class _Link(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self._received.append(data)
@@ -280,10 +280,10 @@ class AsyncBody:
         if self._link is None:
             return
         if drain > 0:
-            self._timeout = drain
             ends = time.monotonic() + drain
             try:
-                while self._link is not None and time.monotonic() < ends:
+                while self._link is not None and (left := ends - time.monotonic()) > 0:
+                    self._timeout = left
                     await self.read()
             except Broken:
                 return

@@ -188,10 +188,10 @@ class SyncBody:
         if self._connection is None:
             return
         if drain > 0:
-            self._connection.sock.settimeout(drain)
             ends = time.monotonic() + drain
             try:
-                while self._connection is not None and time.monotonic() < ends:
+                while self._connection is not None and (left := ends - time.monotonic()) > 0:
+                    self._connection.sock.settimeout(left)
                     self.read()
             except Broken:
                 return
