@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from llava_bridge import ImageInput, InvalidRequestError, ResizePolicy, VisionRequest
-from llava_bridge.backends._fal_storage import StorageState
+from llava_bridge.backends._fal_http import Deadline, FalConfig
+from llava_bridge.backends._fal_storage import StorageState, image_url_flow
+from llava_bridge.backends._fal_wire import Compute, HttpRequest, Sleep
 from llava_bridge.backends.fal import FalBackend
 from tests.fal.conftest import photo_bytes
 from tests.fal.fal_test_server import FalTestServer
@@ -172,3 +176,51 @@ def test_inline_threshold_zero_uploads_everything(
     make_backend(inline_threshold=0).generate(VisionRequest(prompt="tiny"))
 
     assert server.calls("submit")[0].json()["image_url"].startswith(server.url + "/cdn/files/")
+
+
+async def test_concurrent_asks_about_one_new_photo_upload_it_once(
+    server: FalTestServer, backend: FalBackend
+) -> None:
+    server.fail("cdn_upload", "stall", seconds=0.2)  # the others arrive while it uploads
+
+    results = await asyncio.gather(
+        *(backend.agenerate(VisionRequest(prompt=f"q{i}", image=PHOTO)) for i in range(8))
+    )
+
+    assert all(result.text.startswith("I see a 896x672 image") for result in results)
+    assert len(server.calls("cdn_upload")) == 1 and backend.uploads == 1
+    assert len({c.json()["image_url"] for c in server.calls("submit")}) == 1
+
+
+def test_threads_asking_about_one_new_photo_upload_it_once(
+    server: FalTestServer, backend: FalBackend
+) -> None:
+    server.fail("cdn_upload", "stall", seconds=0.2)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda i: backend.generate(VisionRequest(prompt=f"q{i}", image=PHOTO)), range(4))
+        )
+
+    assert all(result.text.startswith("I see a 896x672 image") for result in results)
+    assert len(server.calls("cdn_upload")) == 1
+
+
+def test_a_call_waiting_on_an_upload_that_failed_uploads_the_image_itself() -> None:
+    state = StorageState()
+    config = FalConfig(queue_url="http://q", run_url="http://r", rest_url="http://rest", cdn_url="http://cdn")
+    image = ImageInput.from_bytes(PHOTO)
+    waiter = image_url_flow(config, Deadline(), state, image, policy=ResizePolicy(), inline_threshold=0)
+    compute = next(waiter)
+    assert isinstance(compute, Compute)
+    assert state.claim_upload(image.sha256)  # another call is uploading it
+
+    assert isinstance(waiter.send(compute.function()), Sleep)
+    assert isinstance(waiter.send(None), Sleep)  # still waiting
+    state.end_upload(image.sha256)  # ...and that upload failed: no URL was stored
+
+    effect = waiter.send(None)
+    assert isinstance(effect, HttpRequest) and effect.label == "storage token"  # its own upload
+    assert not state.claim_upload(image.sha256)  # now held by the waiter
+    waiter.close()
+    assert state.claim_upload(image.sha256)  # given up when its flow was closed

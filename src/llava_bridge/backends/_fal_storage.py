@@ -9,7 +9,9 @@
   cached until it expires), then ``POST {cdn}/files/upload``; if that fails,
   ``POST {rest}/storage/upload/initiate`` and a PUT of the bytes to the URL it returns.
 - A bounded cache keyed by the image's content hash remembers uploaded URLs (and
-  thumbnails' data URIs), so each distinct image is uploaded once per backend.
+  thumbnails' data URIs), so each distinct image is uploaded once per backend. Calls
+  that need the same image while it is being uploaded wait for that upload (checking
+  every `UPLOAD_WAIT_STEP` seconds) instead of sending it again.
 """
 
 from __future__ import annotations
@@ -32,8 +34,16 @@ from PIL import Image
 from ..errors import APIConnectionError, APIStatusError
 from ..images import ImageInput, ResizePolicy
 from ..retry import Phase
-from ._fal_http import Deadline, FalConfig, call, is_fal_host, raise_for_status, unexpected_answer
-from ._fal_wire import Compute, Effect, HttpRequest, HttpResponse
+from ._fal_http import (
+    Deadline,
+    DeadlineHit,
+    FalConfig,
+    call,
+    is_fal_host,
+    raise_for_status,
+    unexpected_answer,
+)
+from ._fal_wire import Compute, Effect, HttpRequest, HttpResponse, Sleep
 
 __all__ = ["UPLOAD_CACHE_SIZE", "StorageState", "image_url_flow", "placeholder_image"]
 
@@ -50,6 +60,8 @@ TOKEN_MARGIN = 60.0
 TOKEN_FALLBACK_LIFETIME = 600.0
 """How long a CDN token is used when its expiry cannot be read."""
 UPLOAD_TIMEOUT = 120.0
+UPLOAD_WAIT_STEP = 0.01
+"""How often a call waiting for another call's upload of the same image looks again."""
 
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
 
@@ -77,6 +89,7 @@ class StorageState:
         self._max_entries = max_entries
         self._lock = threading.Lock()
         self._token: _CdnToken | None = None
+        self._uploading: set[str] = set()
         self.uploads = 0
         """How many uploads this backend made (for tests and benchmarks)."""
 
@@ -103,6 +116,18 @@ class StorageState:
             self._urls.move_to_end(key)
             while len(self._urls) > self._max_entries:
                 self._urls.popitem(last=False)
+
+    def claim_upload(self, key: str) -> bool:
+        """True when the caller should upload `key`; False while another call is uploading it."""
+        with self._lock:
+            if key in self._uploading:
+                return False
+            self._uploading.add(key)
+            return True
+
+    def end_upload(self, key: str) -> None:
+        with self._lock:
+            self._uploading.discard(key)
 
     def token(self) -> _CdnToken | None:
         with self._lock:
@@ -144,8 +169,18 @@ def image_url_flow(
         if size <= ALWAYS_INLINE:
             state.put(image.sha256, uri)
         return uri
-    url = yield from _upload(config, deadline, state, data, mime, f"{image.sha256[:16]}")
-    state.put(image.sha256, url)
+    while not state.claim_upload(image.sha256):  # another call is uploading it: wait for its URL
+        if deadline.expired():
+            raise DeadlineHit
+        yield Sleep(deadline.bound(UPLOAD_WAIT_STEP) or 0.0)
+        known = state.get(image.sha256)
+        if known is not None:
+            return known
+    try:
+        url = yield from _upload(config, deadline, state, data, mime, f"{image.sha256[:16]}")
+        state.put(image.sha256, url)
+    finally:
+        state.end_upload(image.sha256)
     return url
 
 
