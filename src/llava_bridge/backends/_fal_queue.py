@@ -281,7 +281,14 @@ def wait_flow(
         new = tracker.add_cumulative(status.logs)
         yield from _emit_if_changed(replace(status, logs=new), last)
         if status.completed:
-            return replace(status, logs=tuple(tracker.lines))
+            return _with_all_lines(status, tracker)
+
+
+def _with_all_lines(status: FalStatus, tracker: LogTracker) -> FalStatus:
+    """`status` carrying every log line of the job (the same object when it already does)."""
+    if len(tracker.lines) == len(status.logs):
+        return status
+    return replace(status, logs=tuple(tracker.lines))
 
 
 def _emit_if_changed(status: FalStatus, last: list[tuple[str, int | None]]) -> Generator[Effect, Any, None]:
@@ -329,10 +336,10 @@ def _watch_stream(
         if not isinstance(data, Mapping) or "status" not in data:
             continue  # a keep-alive or an event we do not know
         status = parse_status(job.request_id, data, reply)
-        new = tracker.add_delta(status.logs)
-        yield from _emit_if_changed(replace(status, logs=new), last)
+        tracker.add_delta(status.logs)  # the stream sends only new lines
+        yield from _emit_if_changed(status, last)
         if status.completed:  # the stream is left open: the result is fetched first, then it closes
-            return replace(status, logs=tuple(tracker.lines))
+            return _with_all_lines(status, tracker)
         if not _stream_allowed(config, deadline):
             yield CloseStream()
             return None
