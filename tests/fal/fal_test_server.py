@@ -24,6 +24,7 @@ initiate, gcs_put``:
   instead of answering.
 - ``stall``: wait ``seconds`` before answering; on ``status_stream``, send the headers and
   then nothing for ``seconds``.
+- ``stall_after``: on ``stream``, send ``events`` events, then nothing for ``seconds``.
 - ``truncate``: answer 200 with the JSON body cut in half.
 - ``break_after``: on ``status_stream``, send ``events`` events, then reset the connection.
 - ``linger``: on ``status_stream``, keep the stream open ``seconds`` after COMPLETED
@@ -433,7 +434,7 @@ class FalTestServer:
         if route == "run":
             return await self._run_sync(parts["endpoint"], body)
         if route == "stream":
-            return self._stream(parts["endpoint"], body)
+            return self._stream(parts["endpoint"], body, fault)
         if route == "token":
             expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
             return JSONResponse(
@@ -601,7 +602,7 @@ class FalTestServer:
             {"output": self.responder(self, arguments)}, headers={"x-fal-request-id": request_id}
         )
 
-    def _stream(self, endpoint: str, body: bytes) -> Response:
+    def _stream(self, endpoint: str, body: bytes, fault: _Fault | None) -> Response:
         arguments = json.loads(body)
         text = self.responder(self, arguments)
         words = text.split(" ")
@@ -613,6 +614,8 @@ class FalTestServer:
             for index, partial in enumerate(cuts, 1):
                 await _sleep_until(start + run * index / len(cuts))
                 yield f"data: {json.dumps({'output': partial, 'partial': True})}\n\n".encode()
+                if fault is not None and fault.kind == "stall_after" and index >= fault.params["events"]:
+                    await asyncio.sleep(float(fault.params.get("seconds", 1.0)))
             yield f"data: {json.dumps({'output': text, 'partial': False})}\n\n".encode()
 
         request_id = f"stream-{next(self._ids):05d}"

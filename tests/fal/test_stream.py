@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +87,27 @@ def test_a_stream_past_its_timeout_raises_deadline_exceeded(
     server.job_seconds = 3.0
     with pytest.raises(DeadlineExceededError):
         list(make_backend(timeout=0.5).stream(VisionRequest(prompt="hi")))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_stream_that_stalls_late_ends_at_the_deadline_not_a_read_timeout_later(
+    server: FalTestServer, make_backend: Callable[..., FalBackend], transport: str, mode: str
+) -> None:
+    if transport == "httpx" and mode == "sync":
+        pytest.skip("httpx fixes a sync read's timeout when the request is sent")
+    server.job_seconds, server.stream_words = 0.6, 1  # the first event comes at 0.6 s...
+    server.fail("stream", "stall_after", events=1, seconds=5.0)  # ...then nothing
+    backend = make_backend(timeout=1.0)
+    started = time.monotonic()
+
+    with pytest.raises(DeadlineExceededError):
+        if mode == "sync":
+            list(backend.stream(VisionRequest(prompt="hi")))
+        else:
+            [chunk async for chunk in backend.astream(VisionRequest(prompt="hi"))]
+
+    # Bounding each read only when the stream opened would have waited until about 1.6 s.
+    assert time.monotonic() - started < 1.3
 
 
 async def test_astream_matches_stream(server: FalTestServer, backend: FalBackend) -> None:

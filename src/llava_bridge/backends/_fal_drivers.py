@@ -51,8 +51,8 @@ DRAIN_SECONDS = 0.05
 
 
 class SyncBody(Protocol):
-    def read(self) -> bytes:
-        """The next piece; ``b""`` at the end. Raises `Broken`."""
+    def read(self, timeout: float | None = None) -> bytes:
+        """The next piece; ``b""`` at the end. `timeout` shortens the read timeout. Raises `Broken`."""
         ...
 
     def close(self, drain: float = 0.0) -> None: ...
@@ -65,7 +65,7 @@ class SyncTransport(Protocol):
 
 
 class AsyncBody(Protocol):
-    async def read(self) -> bytes: ...
+    async def read(self, timeout: float | None = None) -> bytes: ...
 
     async def close(self, drain: float = 0.0) -> None: ...
 
@@ -110,7 +110,7 @@ class _SyncPerformer:
             self._events = SseParser()
             return response
         if isinstance(effect, NextEvent):
-            return self._next_event()
+            return self._next_event(effect.timeout)
         if isinstance(effect, CloseStream):
             self.close(DRAIN_SECONDS if effect.drain else 0.0)
             return None
@@ -122,13 +122,13 @@ class _SyncPerformer:
             return effect.function()
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a bug in a flow
 
-    def _next_event(self) -> SseEvent | StreamEnd | TransportFailure:
+    def _next_event(self, timeout: float | None) -> SseEvent | StreamEnd | TransportFailure:
         while (event := self._events.next_event()) is None:
             if self._body is None or self._events.done:
                 self.close()
                 return StreamEnd()
             try:
-                self._events.feed(self._body.read())
+                self._events.feed(self._body.read(timeout))
             except Broken as exc:
                 self.close()
                 return exc.failure
@@ -160,7 +160,7 @@ class _AsyncPerformer:
             self._events = SseParser()
             return response
         if isinstance(effect, NextEvent):
-            return await self._next_event()
+            return await self._next_event(effect.timeout)
         if isinstance(effect, CloseStream):
             await self.close(DRAIN_SECONDS if effect.drain else 0.0)
             return None
@@ -172,13 +172,13 @@ class _AsyncPerformer:
             return await asyncio.to_thread(effect.function)
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a bug in a flow
 
-    async def _next_event(self) -> SseEvent | StreamEnd | TransportFailure:
+    async def _next_event(self, timeout: float | None) -> SseEvent | StreamEnd | TransportFailure:
         while (event := self._events.next_event()) is None:
             if self._body is None or self._events.done:
                 await self.close()
                 return StreamEnd()
             try:
-                self._events.feed(await self._body.read())
+                self._events.feed(await self._body.read(timeout))
             except Broken as exc:
                 await self.close()
                 return exc.failure

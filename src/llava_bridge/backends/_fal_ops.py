@@ -275,7 +275,7 @@ def stream_flow(
         if deadline.expired():
             yield CloseStream()
             raise _deadline_error(timeout, None)
-        event = yield NextEvent()
+        event = yield NextEvent(deadline.bound(None))  # no read may outlast the deadline
         if not isinstance(event, SseEvent):
             if isinstance(event, TransportFailure):
                 if deadline.expired():

@@ -112,6 +112,10 @@ class NextEvent:
     Reply: an `SseEvent`, `StreamEnd`, or a `TransportFailure`.
     """
 
+    timeout: float | None = None
+    """A shorter limit than the stream's read timeout for each read of this event (what is
+    left of a deadline); a read that takes longer is a timed-out `TransportFailure`."""
+
 
 @dataclass(frozen=True)
 class CloseStream:

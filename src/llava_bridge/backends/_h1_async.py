@@ -23,6 +23,7 @@ from ._h1_io import (
     failure,
     prepare,
     response,
+    shorter,
     tls_context,
 )
 
@@ -258,14 +259,15 @@ class AsyncBody:
         self._timeout = read_timeout
 
     async def head(self) -> Head:
-        event = await self._next()
+        event = await self._next(self._timeout)
         if not isinstance(event, Head):  # pragma: no cover - the parser gives the head first
             raise self._broken(RuntimeError("no response head"))
         return event
 
-    async def read(self) -> bytes:
-        """The next piece of the body; ``b""`` at its end. Raises `Broken`."""
-        event = await self._next()
+    async def read(self, timeout: float | None = None) -> bytes:
+        """The next piece of the body; ``b""`` at its end. `timeout` shortens the read timeout.
+        Raises `Broken`."""
+        event = await self._next(shorter(self._timeout, timeout))
         return event if isinstance(event, bytes) else b""
 
     async def read_all(self) -> bytes:
@@ -283,22 +285,21 @@ class AsyncBody:
             ends = time.monotonic() + drain
             try:
                 while self._link is not None and (left := ends - time.monotonic()) > 0:
-                    self._timeout = left
-                    await self.read()
+                    await self.read(left)
             except Broken:
                 return
         if self._link is not None:
             self._pool.release(self._link, reusable=False)
             self._link = None
 
-    async def _next(self) -> Head | bytes | End:
+    async def _next(self, timeout: float | None) -> Head | bytes | End:
         link = self._link
         if link is None:
             return End(False)
         parser = self._parser
         try:
             while isinstance(event := parser.next_event(), NeedData):
-                parser.feed(await link.read(self._timeout))
+                parser.feed(await link.read(timeout))
         except Exception as exc:
             raise self._broken(exc) from None
         except BaseException:  # cancelled: the connection is in an unknown state

@@ -25,6 +25,7 @@ __all__ = [
     "failure",
     "prepare",
     "response",
+    "shorter",
     "tls_context",
     "tune",
 ]
@@ -79,6 +80,13 @@ def failure(exc: BaseException, *, sent: bool) -> TransportFailure:
     if not sent and isinstance(exc, ssl.SSLCertVerificationError):
         kind = f"TLS certificate check failed: {exc.verify_message or exc}"
     return TransportFailure(Failure.AFTER_SEND if sent else Failure.NOT_SENT, kind, timed_out=timed_out)
+
+
+def shorter(limit: float | None, other: float | None) -> float | None:
+    """The smaller of two time limits, where None is no limit."""
+    if limit is None:
+        return other
+    return limit if other is None else min(limit, other)
 
 
 def tls_context() -> ssl.SSLContext:

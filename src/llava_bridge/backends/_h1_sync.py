@@ -20,6 +20,7 @@ from ._h1_io import (
     failure,
     prepare,
     response,
+    shorter,
     tls_context,
     tune,
 )
@@ -109,7 +110,7 @@ class SyncPool:
         except OSError as exc:
             self.release(connection, reusable=False)
             return failure(exc, sent=False)
-        body = SyncBody(self, connection, ResponseParser(prepared.method))
+        body = SyncBody(self, connection, ResponseParser(prepared.method), request.read_timeout)
         try:
             return body.head(), body
         except Broken as exc:
@@ -160,20 +161,24 @@ def _connect(origin: Origin, timeout: float | None) -> socket.socket:
 class SyncBody:
     """One response being read on its connection; gives the connection back when done."""
 
-    def __init__(self, pool: SyncPool, connection: _Connection, parser: ResponseParser) -> None:
+    def __init__(
+        self, pool: SyncPool, connection: _Connection, parser: ResponseParser, read_timeout: float | None
+    ) -> None:
         self._pool = pool
         self._connection: _Connection | None = connection
         self._parser = parser
+        self._timeout = self._applied = read_timeout
 
     def head(self) -> Head:
-        event = self._next()
+        event = self._next(self._timeout)
         if not isinstance(event, Head):  # pragma: no cover - the parser gives the head first
             raise self._broken(RuntimeError("no response head"))
         return event
 
-    def read(self) -> bytes:
-        """The next piece of the body; ``b""`` at its end. Raises `Broken`."""
-        event = self._next()
+    def read(self, timeout: float | None = None) -> bytes:
+        """The next piece of the body; ``b""`` at its end. `timeout` shortens the read timeout.
+        Raises `Broken`."""
+        event = self._next(shorter(self._timeout, timeout))
         return event if isinstance(event, bytes) else b""
 
     def read_all(self) -> bytes:
@@ -191,20 +196,22 @@ class SyncBody:
             ends = time.monotonic() + drain
             try:
                 while self._connection is not None and (left := ends - time.monotonic()) > 0:
-                    self._connection.sock.settimeout(left)
-                    self.read()
+                    self.read(left)
             except Broken:
                 return
         if self._connection is not None:
             self._pool.release(self._connection, reusable=False)
             self._connection = None
 
-    def _next(self) -> Head | bytes | End:
+    def _next(self, timeout: float | None) -> Head | bytes | End:
         connection = self._connection
         if connection is None:
             return End(False)
         parser = self._parser
         try:
+            if timeout != self._applied:
+                connection.sock.settimeout(timeout)
+                self._applied = timeout
             while isinstance(event := parser.next_event(), NeedData):
                 parser.feed(connection.sock.recv(READ_SIZE))
         except Exception as exc:

@@ -96,7 +96,9 @@ class _SyncBody:
         self._response = response
         self._pieces: Iterator[bytes] = response.iter_bytes()
 
-    def read(self) -> bytes:
+    def read(self, timeout: float | None = None) -> bytes:
+        """The next piece; `timeout` is not applied (httpx fixes a sync read's timeout when it
+        sends the request)."""
         try:
             return next(self._pieces, b"")
         except httpx.RequestError as exc:
@@ -140,9 +142,13 @@ class _AsyncBody:
         self._response = response
         self._pieces: AsyncIterator[bytes] = response.aiter_bytes()
 
-    async def read(self) -> bytes:
+    async def read(self, timeout: float | None = None) -> bytes:
         try:
-            return await anext(self._pieces, b"")
+            async with asyncio.timeout(timeout):
+                return await anext(self._pieces, b"")
+        except TimeoutError:
+            await self._response.aclose()
+            raise Broken(TransportFailure(Failure.AFTER_SEND, "timed out", timed_out=True)) from None
         except httpx.RequestError as exc:
             await self._response.aclose()
             raise Broken(classify(exc)) from None
