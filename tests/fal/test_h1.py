@@ -644,6 +644,7 @@ def test_no_control_character_or_space_of_a_url_reaches_the_wire(url: str) -> No
         "http:///no-host",
         "http://:80/",
         "http://h:99999/",
+        "http://h:0/",
         "http://h:port/",
         "http://[::1/",
     ],

@@ -72,6 +72,8 @@ def origin_and_target(url: str, params: Mapping[str, str] | None = None) -> tupl
         raise UnusableRequest(f"unsupported URL scheme {parts.scheme!r} (use http:// or https://)")
     if not parts.hostname:
         raise UnusableRequest(f"the URL {url!r} has no host")
+    if port == 0:
+        raise UnusableRequest(f"the URL {url!r} names port 0")
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     query = quote(parts.query, safe=_QUERY_SAFE)
     if params:
