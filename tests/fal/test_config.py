@@ -152,7 +152,7 @@ def test_job_options_travel_as_fal_headers_and_query(
     ("model", "field"),
     [
         ("fal-ai/llava-llama3-8b-v11", "max_new_tokens"),
-        ("fal-ai/llavav15-13b", "max_tokens"),
+        ("fal-ai/llavav15-13b", "max_new_tokens"),
         ("fal-ai/llava-next", "max_tokens"),
         ("someone/another-llava", "max_new_tokens"),
     ],

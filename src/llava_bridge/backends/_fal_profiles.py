@@ -1,10 +1,12 @@
 """fal LLaVA endpoints: their input field names, and turning their output into a result.
 
 fal's LLaVA endpoints take one prompt string and one `image_url`. They differ in
-the name of the token-limit field (reference/fal-api.md §4): the default
-endpoint and unknown ones use `max_new_tokens`; `fal-ai/llavav15-13b` and
-`fal-ai/llava-next` use `max_tokens` (fal-js's generated types). `temperature`,
-`top_p` and any `VisionRequest.extra` fields are passed through as given.
+the name of the token-limit field (reference/fal-api.md §4): `fal-ai/llava-next`
+uses `max_tokens` (its llms.txt and fal-js's generated types agree); the default
+endpoint, `fal-ai/llavav15-13b` and unknown ones use `max_new_tokens` (for
+llavav15-13b, fal's llms.txt schema and fal-js's streaming demo say so; fal-js's
+generated types say `max_tokens`, taken to be stale). `temperature`, `top_p` and any
+`VisionRequest.extra` fields are passed through as given.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class EndpointProfile:
 DEFAULT_PROFILE = EndpointProfile()
 PROFILES: dict[str, EndpointProfile] = {
     DEFAULT_ENDPOINT: DEFAULT_PROFILE,
-    "fal-ai/llavav15-13b": EndpointProfile(token_field="max_tokens"),
+    "fal-ai/llavav15-13b": DEFAULT_PROFILE,
     "fal-ai/llava-next": EndpointProfile(token_field="max_tokens"),
 }
 
