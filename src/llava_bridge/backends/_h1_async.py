@@ -167,6 +167,10 @@ class AsyncPool:
         while self._waiters:
             _wake(self._waiters.popleft())
 
+    async def aclose(self) -> None:
+        """`close`, awaitable like httpx's (nothing in it waits)."""
+        self.close()
+
     async def _start(self, request: HttpRequest) -> tuple[Head, AsyncBody] | TransportFailure:
         try:
             prepared = prepare(request)
@@ -210,6 +214,10 @@ class AsyncPool:
             timer = None if left is None else loop.call_later(left, _wake, waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # pass on the wake-up this task can no longer use
+                raise
             finally:
                 if timer is not None:
                     timer.cancel()

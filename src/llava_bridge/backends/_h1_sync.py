@@ -110,6 +110,9 @@ class SyncPool:
         except OSError as exc:
             self.release(connection, reusable=False)
             return failure(exc, sent=False)
+        except BaseException:  # Ctrl-C mid-send: the connection is in an unknown state
+            self.release(connection, reusable=False)
+            raise
         body = SyncBody(self, connection, ResponseParser(prepared.method), request.read_timeout)
         try:
             return body.head(), body

@@ -76,6 +76,9 @@ class HttpxSync:
             return classify(exc)
         return _response(response, response.content)
 
+    def close(self) -> None:
+        self.client.close()
+
     def open(self, request: HttpRequest) -> tuple[HttpResponse, _SyncBody | None] | TransportFailure:
         try:
             response = self.client.send(_build(self.client, request), stream=True)
@@ -121,6 +124,9 @@ class HttpxAsync:
         except httpx.RequestError as exc:
             return classify(exc)
         return _response(response, response.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
     async def open(self, request: HttpRequest) -> tuple[HttpResponse, _AsyncBody | None] | TransportFailure:
         try:

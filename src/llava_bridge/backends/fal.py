@@ -380,9 +380,7 @@ class FalBackend:
         """Close the connections this backend opened (an injected client is left open)."""
         with self._lock:
             own, self._own_sync = self._own_sync, None
-        if isinstance(own, HttpxSync):
-            own.client.close()
-        elif own is not None:
+        if own is not None:
             own.close()
 
     async def aclose(self) -> None:
@@ -390,11 +388,8 @@ class FalBackend:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._own_async.pop(id(loop), None)
-        own = entry[1] if entry is not None else None
-        if isinstance(own, HttpxAsync):
-            await own.client.aclose()
-        elif own is not None:
-            own.close()
+        if entry is not None:
+            await entry[1].aclose()
         self.close()
 
     def __enter__(self) -> FalBackend:
