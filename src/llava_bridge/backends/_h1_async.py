@@ -7,6 +7,7 @@ so a call costs a few callbacks rather than a task switch per read.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -133,7 +134,10 @@ class AsyncPool:
         max_connections: int = MAX_CONNECTIONS,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
+        """The TLS context for https (None: `tls_context()`, made when first needed)."""
         self._connections: IdleSet[_Link] = IdleSet(max_connections, keepalive_expiry, clock)
         self._waiters: deque[asyncio.Future[None]] = deque()
 
@@ -224,7 +228,7 @@ class AsyncPool:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         try:
-            return await _connect(loop, origin, timeout)
+            return await _connect(loop, origin, timeout, self._tls)
         except BaseException:
             connections.open -= 1
             self._wake_one()
@@ -242,8 +246,10 @@ class AsyncPool:
                 return
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, origin: Origin, timeout: float | None) -> _Link:
-    tls = tls_context() if origin.tls else None
+async def _connect(
+    loop: asyncio.AbstractEventLoop, origin: Origin, timeout: float | None, tls: ssl.SSLContext | None
+) -> _Link:
+    tls = (tls or tls_context()) if origin.tls else None
     async with asyncio.timeout(timeout):
         _, link = await loop.create_connection(
             lambda: _Link(loop, origin),

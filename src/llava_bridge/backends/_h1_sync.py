@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -61,7 +62,10 @@ class SyncPool:
         max_connections: int = MAX_CONNECTIONS,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
+        """The TLS context for https (None: `tls_context()`, made when first needed)."""
         self._connections: IdleSet[_Connection] = IdleSet(max_connections, keepalive_expiry, clock)
         self._lock = threading.Condition()
 
@@ -136,7 +140,7 @@ class SyncPool:
                     raise TimeoutError("no connection came free in the pool in time")
                 self._lock.wait(left)
         try:
-            return _Connection(_connect(origin, timeout), origin)
+            return _Connection(_connect(origin, timeout, self._tls), origin)
         except BaseException:
             with self._lock:
                 connections.open -= 1
@@ -149,12 +153,12 @@ class SyncPool:
             self._lock.notify()
 
 
-def _connect(origin: Origin, timeout: float | None) -> socket.socket:
+def _connect(origin: Origin, timeout: float | None, tls: ssl.SSLContext | None) -> socket.socket:
     sock = socket.create_connection((origin.host, origin.port), timeout=timeout)
     try:
         tune(sock)
         if origin.tls:
-            sock = tls_context().wrap_socket(sock, server_hostname=origin.host)
+            sock = (tls or tls_context()).wrap_socket(sock, server_hostname=origin.host)
     except BaseException:
         sock.close()
         raise
