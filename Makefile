@@ -38,6 +38,7 @@ test: lint typecheck pytest docs
 
 bench: install
 	$(PY) bench/fal_overhead.py
+	$(PY) bench/http_exchange.py
 	$(PY) bench/local_backend.py
 	$(PY) bench/soak.py
 
