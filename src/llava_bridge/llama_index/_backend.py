@@ -12,7 +12,7 @@ from ..errors import ConfigurationError
 from ..prompts import fit_to_context
 from ..types import VisionRequest
 
-__all__ = ["DEFAULT_MODEL", "ensure_picklable", "fit_request", "resolve_backend"]
+__all__ = ["DEFAULT_MODEL", "ensure_picklable", "fit_request", "resolve_backend", "restore_with_backend"]
 
 DEFAULT_MODEL = "fal-ai/llava-llama3-8b-v11"
 """The fal endpoint the adapters use when no backend is given."""
@@ -76,3 +76,12 @@ def ensure_picklable(backend: Backend, owner: str, advice: str = "") -> None:
             f"{owner} cannot be pickled (e.g. to send it to worker processes) because its backend "
             f"({type(backend).__name__}) cannot be; create it in the process that uses it. {advice}".rstrip()
         ) from exc
+
+
+def restore_with_backend(component: Any, state: dict[Any, Any]) -> None:
+    """Unpickle `component` by running its `__init__` again with the pickled backend.
+
+    `BaseComponent` would otherwise drop the private `_backend`; for `__setstate__`.
+    """
+    backend = (state.get("__pydantic_private__") or {})["_backend"]
+    component.__init__(backend=backend, **state["__dict__"])

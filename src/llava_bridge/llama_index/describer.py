@@ -19,7 +19,7 @@ from ..backends.base import Backend
 from ..errors import AuthenticationError, ConfigurationError, LlavaError, PermissionDeniedError
 from ..images import ImageInput
 from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
-from ._backend import ensure_picklable, fit_request, resolve_backend
+from ._backend import ensure_picklable, fit_request, resolve_backend, restore_with_backend
 from .images import image_from_node, node_has_image
 
 __all__ = ["DEFAULT_IMAGE_PROMPT", "ImageDescriber", "ImageDescriptionError", "NodeFailure"]
@@ -263,8 +263,7 @@ class ImageDescriber(TransformComponent):
         return super().__getstate__()
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        backend = (state.get("__pydantic_private__") or {})["_backend"]
-        self.__init__(backend=backend, **state["__dict__"])  # type: ignore[misc]
+        restore_with_backend(self, state)
 
 
 def _outcome(describe: Callable[[BaseNode], str], node: BaseNode) -> Outcome:

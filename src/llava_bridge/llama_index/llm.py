@@ -33,7 +33,7 @@ from pydantic import SecretStr
 
 from ..backends.base import Backend
 from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
-from ._backend import ensure_picklable, fit_request, resolve_backend
+from ._backend import ensure_picklable, fit_request, resolve_backend, restore_with_backend
 from .images import block_from_node
 from .messages import MultiImagePolicy, RequestSettings, to_vision_request
 from .responses import StreamAssembler, chat_response
@@ -222,8 +222,7 @@ class LlavaLLM(LLM):
         return super().__getstate__()
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        backend = (state.get("__pydantic_private__") or {})["_backend"]
-        self.__init__(backend=backend, **state["__dict__"])  # type: ignore[misc]
+        restore_with_backend(self, state)
 
 
 def _prompt_messages(
