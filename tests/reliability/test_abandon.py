@@ -101,3 +101,41 @@ def test_ctrl_c_in_a_sync_call_cancels_its_job() -> None:
         assert "interrupted" in rest
         status = final_status(server.base_url, request_id)
     assert status["error_type"] == "client_cancelled"
+
+
+def test_ctrl_c_inside_the_status_callback_cancels_the_job_too(slow_server: str) -> None:
+    seen: list[str] = []
+
+    def interrupt(status: FalStatus) -> None:
+        seen.append(status.request_id)
+        raise KeyboardInterrupt  # what Ctrl-C does while the callback prints
+
+    with (
+        FalBackend(base_url=slow_server, on_queue_update=interrupt) as backend,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        backend.generate(VisionRequest(prompt="Slow?", image=ImageInput.from_bytes(png())))
+
+    assert final_status(slow_server, seen[0])["error_type"] == "client_cancelled"
+
+
+def test_a_task_cancelled_while_its_async_callback_waits_cancels_the_job(slow_server: str) -> None:
+    seen: list[str] = []
+
+    async def linger(status: FalStatus) -> None:
+        seen.append(status.request_id)
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        async with FalBackend(base_url=slow_server, on_queue_update=linger) as backend:
+            task = asyncio.ensure_future(
+                backend.agenerate(VisionRequest(prompt="Slow?", image=ImageInput.from_bytes(png())))
+            )
+            while not seen:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert final_status(slow_server, seen[0])["error_type"] == "client_cancelled"

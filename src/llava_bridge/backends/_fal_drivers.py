@@ -16,7 +16,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigurationError
@@ -218,9 +219,16 @@ async def _abandon_async(flow: Flow[Any], performer: _AsyncPerformer) -> None:
         logger.warning("Clean-up after a cancelled fal call failed: %s", exc)
 
 
-def run_sync(flow: Flow[T], transport: SyncTransport, on_emit: EmitHandler | None = None) -> T:
-    """Drive `flow` to its result; emitted values go to `on_emit`."""
-    performer = _SyncPerformer(transport)
+@dataclass(frozen=True)
+class _Finished:
+    """The last thing `_drive_async` yields: the flow's return value."""
+
+    value: Any
+
+
+def _drive_sync(flow: Flow[T], performer: _SyncPerformer, *, abandon: bool) -> Generator[Any, None, T]:
+    """Perform `flow`'s effects, yielding what it emits; returns its result. With `abandon`,
+    Ctrl-C (while an effect runs, or thrown in at a yield) lets the flow clean up first."""
     try:
         reply: Any = None
         while True:
@@ -231,81 +239,101 @@ def run_sync(flow: Flow[T], transport: SyncTransport, on_emit: EmitHandler | Non
                 return result
             try:
                 if isinstance(effect, Emit):
-                    _call_back(on_emit, effect.value)
+                    yield effect.value
                     reply = None
                 else:
                     reply = performer.perform(effect)
             except KeyboardInterrupt:
-                _abandon_sync(flow, performer)
+                if abandon:
+                    _abandon_sync(flow, performer)
                 raise
     finally:
         flow.close()
         performer.close()
 
 
-def iterate_sync(flow: Flow[Any], transport: SyncTransport) -> Iterator[Any]:
-    """Drive `flow`, yielding each emitted value."""
-    performer = _SyncPerformer(transport)
-    try:
-        reply: Any = None
-        while True:
-            try:
-                effect = flow.send(reply)
-            except StopIteration:
-                return
-            if isinstance(effect, Emit):
-                yield effect.value
-                reply = None
-            else:
-                reply = performer.perform(effect)
-    finally:
-        flow.close()
-        performer.close()
-
-
-async def run_async(flow: Flow[T], transport: AsyncTransport, on_emit: EmitHandler | None = None) -> T:
-    """Drive `flow` to its result; emitted values go to `on_emit` (awaited when async)."""
-    performer = _AsyncPerformer(transport)
+async def _drive_async(
+    flow: Flow[Any], performer: _AsyncPerformer, *, abandon: bool
+) -> AsyncGenerator[Any, None]:
+    """Async `_drive_sync`: yields what the flow emits, then `_Finished(result)`. With
+    `abandon`, a cancellation (while an effect runs, or thrown in at a yield) lets the flow
+    clean up first."""
     try:
         reply: Any = None
         while True:
             try:
                 effect = flow.send(reply)
             except StopIteration as stop:
-                result: T = stop.value
-                return result
+                yield _Finished(stop.value)
+                return
             try:
                 if isinstance(effect, Emit):
-                    if on_emit is not None:
-                        outcome = on_emit(effect.value)
-                        if inspect.isawaitable(outcome):
-                            await outcome
+                    yield effect.value
                     reply = None
                 else:
                     reply = await performer.perform(effect)
             except asyncio.CancelledError:
-                await _abandon_async(flow, performer)
+                if abandon:
+                    await _abandon_async(flow, performer)
                 raise
     finally:
         flow.close()
         await performer.close()
 
 
-async def iterate_async(flow: Flow[Any], transport: AsyncTransport) -> AsyncIterator[Any]:
-    """Drive `flow`, yielding each emitted value."""
-    performer = _AsyncPerformer(transport)
+def run_sync(flow: Flow[T], transport: SyncTransport, on_emit: EmitHandler | None = None) -> T:
+    """Drive `flow` to its result; emitted values go to `on_emit`. Ctrl-C cancels its job."""
+    steps = _drive_sync(flow, _SyncPerformer(transport), abandon=True)
     try:
-        reply: Any = None
+        value = next(steps)
         while True:
             try:
-                effect = flow.send(reply)
-            except StopIteration:
-                return
-            if isinstance(effect, Emit):
-                yield effect.value
-                reply = None
-            else:
-                reply = await performer.perform(effect)
+                _call_back(on_emit, value)
+            except KeyboardInterrupt as exc:
+                steps.throw(exc)
+            value = next(steps)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
     finally:
-        flow.close()
-        await performer.close()
+        steps.close()
+
+
+def iterate_sync(flow: Flow[Any], transport: SyncTransport) -> Iterator[Any]:
+    """Drive `flow`, yielding each emitted value."""
+    return _drive_sync(flow, _SyncPerformer(transport), abandon=False)
+
+
+async def run_async(flow: Flow[T], transport: AsyncTransport, on_emit: EmitHandler | None = None) -> T:
+    """Drive `flow` to its result; emitted values go to `on_emit` (awaited when async).
+    Cancelling the task cancels its job."""
+    steps = _drive_async(flow, _AsyncPerformer(transport), abandon=True)
+    try:
+        async for value in steps:
+            if isinstance(value, _Finished):
+                result: T = value.value
+                return result
+            if on_emit is None:
+                continue
+            try:
+                outcome = on_emit(value)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except asyncio.CancelledError as exc:
+                await steps.athrow(exc)
+        raise RuntimeError(
+            "the flow ended without a result"
+        )  # pragma: no cover - _drive_async always finishes
+    finally:
+        await steps.aclose()
+
+
+async def iterate_async(flow: Flow[Any], transport: AsyncTransport) -> AsyncIterator[Any]:
+    """Drive `flow`, yielding each emitted value."""
+    steps = _drive_async(flow, _AsyncPerformer(transport), abandon=False)
+    try:
+        async for value in steps:
+            if not isinstance(value, _Finished):
+                yield value
+    finally:
+        await steps.aclose()
