@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from ..types import VisionChunk, VisionRequest, VisionResult
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "Closeable"]
 
 
 @runtime_checkable
@@ -52,3 +52,26 @@ class Backend(Protocol):
     def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
         """Async version of `stream`."""
         ...
+
+
+class Closeable:
+    """`with` and `async with` for a backend that holds something (connections, a model, a
+    thread): `close()` on the way out, or `aclose()`, which is `close()` unless overridden."""
+
+    def close(self) -> None:
+        """Release what the backend holds."""
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

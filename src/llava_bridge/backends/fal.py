@@ -24,7 +24,6 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -57,6 +56,7 @@ from ._fal_wire import Flow
 from ._h1_async import AsyncPool
 from ._h1_sync import SyncPool
 from ._httpx_transport import HttpxAsync, HttpxSync
+from .base import Closeable
 
 __all__ = [
     "DEFAULT_CDN_URL",
@@ -141,7 +141,7 @@ def _check_url(name: str, url: str) -> str:
     return url.rstrip("/")
 
 
-class FalBackend:
+class FalBackend(Closeable):
     """LLaVA on fal: the queue protocol (default), or `mode="run"` for one synchronous call.
 
     `generate` submits the request to fal's queue, follows its status (SSE stream,
@@ -391,22 +391,6 @@ class FalBackend:
         if entry is not None:
             await entry[1].aclose()
         self.close()
-
-    def __enter__(self) -> FalBackend:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> FalBackend:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         queue_url = self._config_template.queue_url

@@ -21,8 +21,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -41,11 +40,8 @@ from ..retry import MAX_ATTEMPTS, Failure, Phase, backoff_delay, retry_delay, sh
 from ..retry import should_retry_status as _should_retry_status
 from ..stops import LLAMA3_STOP_STRINGS, StopScanner, cut_at_stop
 from ..types import FinishReason, Usage, VisionChunk, VisionRequest, VisionResult
-
-if TYPE_CHECKING:
-    from typing import Self
-
 from ._sse import SseDecoder
+from .base import Closeable
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatBackend", "chat_completions_url"]
 
@@ -329,7 +325,7 @@ def connection_error(exc: httpx.TransportError, url: str) -> APIConnectionError:
 # -- the backend: thin sync and async shells ---------------------------------------------------
 
 
-class OpenAICompatBackend:
+class OpenAICompatBackend(Closeable):
     """LLaVA served by vLLM, llama.cpp, LM Studio, SGLang, LMDeploy or Ollama, over HTTP.
 
     `base_url` is the server root (`http://localhost:8000`) or its `/v1`. Token
@@ -446,14 +442,6 @@ class OpenAICompatBackend:
             self._client.close()
             self._client = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     # -- async -----------------------------------------------------------------------------
 
     def _get_async_client(self) -> httpx.AsyncClient:
@@ -511,14 +499,6 @@ class OpenAICompatBackend:
         if self._async_client is not None and self._owns_async_client:
             await self._async_client.aclose()
             self._async_client = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         key = ", api_key=SecretStr('**********')" if self._api_key is not None else ""

@@ -17,7 +17,6 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigurationError, InvalidImageError
@@ -25,6 +24,7 @@ from ..prompts import CONTEXT_WINDOW, fit_to_context, render_llama3
 from ..types import VisionChunk, VisionRequest, VisionResult
 from ._local_batcher import MicroBatcher
 from ._local_loading import LoadOptions, check_local_extra
+from .base import Closeable
 
 if TYPE_CHECKING:
     from typing import Self
@@ -37,7 +37,7 @@ DEFAULT_LOCAL_MODEL = "xtuner/llava-llama-3-8b-v1_1-transformers"
 _END = object()
 
 
-class TransformersBackend:
+class TransformersBackend(Closeable):
     """LLaVA in process with transformers: exact token counts, micro-batching, streaming.
 
     `model` is a Hub id or a local directory of a LLaVA checkpoint in Hugging Face
@@ -221,14 +221,6 @@ class TransformersBackend:
         """Stop the worker thread; requests still queued fail. The model is released."""
         self._batcher.close()
         self._engine = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "loaded" if self._engine is not None else "not loaded"
