@@ -114,12 +114,9 @@ class MicroBatcher(Generic[JobT, ResultT]):
         closing = False
         while not closing:
             if not pending:
-                item = self._queue.get()
-                if item is _CLOSE:
+                if self._take(self._queue.get(), pending):
                     break
-                assert isinstance(item, _Entry)
-                pending.append(item)
-                if item.alone is None:
+                if pending[-1].alone is None:
                     closing = self._collect(pending, time.monotonic() + self.wait_s)
             closing = self._drain(pending) or closing
             if not closing:
@@ -138,26 +135,29 @@ class MicroBatcher(Generic[JobT, ResultT]):
             if remaining <= 0:
                 return False
             try:
-                item = self._queue.get(timeout=remaining)
+                if self._take(self._queue.get(timeout=remaining), pending):
+                    return True
             except queue.Empty:
                 return False
-            if item is _CLOSE:
-                return True
-            assert isinstance(item, _Entry)
-            pending.append(item)
         return False
 
     def _drain(self, pending: deque[_Entry[JobT, ResultT]]) -> bool:
         """Move every queued job into `pending` without waiting; True when closing."""
         while True:
             try:
-                item = self._queue.get_nowait()
+                if self._take(self._queue.get_nowait(), pending):
+                    return True
             except queue.Empty:
                 return False
-            if item is _CLOSE:
-                return True
-            assert isinstance(item, _Entry)
-            pending.append(item)
+
+    @staticmethod
+    def _take(item: object, pending: deque[_Entry[JobT, ResultT]]) -> bool:
+        """Add a queued job to `pending`; True when `item` is the close marker instead."""
+        if item is _CLOSE:
+            return True
+        assert isinstance(item, _Entry)
+        pending.append(item)
+        return False
 
     def _run_next(self, pending: deque[_Entry[JobT, ResultT]]) -> None:
         first = pending.popleft()
