@@ -17,7 +17,7 @@ import httpx
 from ..errors import InvalidImageError
 from .ssrf import AddressGuard
 
-__all__ = ["ImageFetcher"]
+__all__ = ["ImageFetcher", "parse_image_url"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -60,13 +60,7 @@ class ImageFetcher:
             ) from None
 
     async def _fetch(self, url: str) -> bytes:
-        try:
-            current = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise InvalidImageError(
-                f"Image URL is malformed ({exc}); "
-                "give a full http(s) URL such as https://example.com/cat.jpg."
-            ) from None
+        current = parse_image_url(url)
         for _ in range(self.max_redirects + 1):
             address = await self.guard.check(current)
             request = self._pinned_request(current, address)
@@ -119,6 +113,16 @@ class ImageFetcher:
         return InvalidImageError(
             f"The image at the URL is over the server's {self.max_bytes:,}-byte limit; send a smaller image."
         )
+
+
+def parse_image_url(text: str) -> httpx.URL:
+    """`text` as a URL; InvalidImageError (saying what a good one looks like) when malformed."""
+    try:
+        return httpx.URL(text)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise InvalidImageError(
+            f"Image URL is malformed ({exc}); give a full http(s) URL such as https://example.com/cat.jpg."
+        ) from None
 
 
 def _redirect_target(current: httpx.URL, location: str) -> httpx.URL:

@@ -19,7 +19,7 @@ from ..errors import InvalidImageError
 from ..images import ImageInput
 from . import storage
 from .db import Database
-from .fetch import ImageFetcher
+from .fetch import ImageFetcher, parse_image_url
 
 __all__ = ["ImageResolver"]
 
@@ -57,13 +57,7 @@ class ImageResolver:
         elif text[:5].lower() == "data:":
             await asyncio.to_thread(self._checked, ImageInput.from_data_uri, text)
         else:
-            try:
-                url = httpx.URL(text)
-            except (httpx.InvalidURL, TypeError, ValueError) as exc:
-                raise InvalidImageError(
-                    f"Image URL is malformed ({exc}); "
-                    "give a full http(s) URL such as https://example.com/cat.jpg."
-                ) from None
+            url = parse_image_url(text)
             try:
                 async with asyncio.timeout(self._fetcher.timeout):
                     await self._fetcher.guard.check(url)
