@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from dataclasses import dataclass
 
 from pydantic import SecretStr
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["AuthMiddleware", "Authenticator", "TOKEN_LIFETIME_S"]
@@ -82,21 +82,12 @@ class AuthMiddleware:
         if allowed:
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {"detail": "Missing or wrong API key: send 'Authorization: Key <key>' with the server's key."}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Key"),
-                ],
-            }
+        refusal = JSONResponse(
+            {"detail": "Missing or wrong API key: send 'Authorization: Key <key>' with the server's key."},
+            status_code=401,
+            headers={"WWW-Authenticate": "Key"},
         )
-        await send({"type": "http.response.body", "body": body})
+        await refusal(scope, receive, send)
 
     def _public(self, scope: Scope) -> bool:
         path: str = scope["path"]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodySizeLimitMiddleware"]
@@ -28,7 +27,7 @@ class BodySizeLimitMiddleware:
             if key.lower() == b"content-length":
                 text = bytes(value).decode("latin-1").strip()
                 if text.isdigit() and int(text) > self.max_bytes:
-                    await self._refuse(send)
+                    await self._refuse(scope, receive, send)
                     return
         received = 0
         started = False
@@ -52,23 +51,11 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "detail": f"The request body is over this server's {self.max_bytes:,}-byte limit; "
-                "send a smaller image (or upload it first), or raise --max-body-mb."
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = (
+            f"The request body is over this server's {self.max_bytes:,}-byte limit; "
+            "send a smaller image (or upload it first), or raise --max-body-mb."
         )
-        await send({"type": "http.response.body", "body": body})
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
