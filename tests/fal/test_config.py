@@ -222,3 +222,21 @@ def test_one_backend_serves_several_event_loops_in_turn(backend: FalBackend) -> 
         return (await backend.agenerate(VisionRequest(prompt="loop"))).text
 
     assert asyncio.run(ask()) == asyncio.run(ask())
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"headers": {"X-Trace": "a\r\nX-Evil: 1"}}, "line break"),
+        ({"headers": {"Bad Name": "v"}}, "header name"),
+        ({"headers": {"": "v"}}, "header name"),
+        ({"api_key": "sk-123\nsecond-line"}, "copy the key again"),
+    ],
+)
+def test_headers_and_keys_that_could_split_a_request_are_refused_at_construction(
+    options: dict[str, object], says: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=says) as caught:
+        FalBackend(base_url="http://127.0.0.1:9", **options)  # type: ignore[arg-type]
+
+    assert "sk-123" not in str(caught.value)

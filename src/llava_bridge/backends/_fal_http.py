@@ -219,7 +219,7 @@ def _next_delay(
         if deadline.expired():
             raise DeadlineHit
         if reply.fatal:
-            raise ConfigurationError(f"Cannot call {request.url}: {reply.message}. Check the URL.")
+            raise ConfigurationError(f"Cannot call {request.url}: {reply.message}.")
         if attempt >= config.max_attempts or not should_retry_failure(reply.failure, request.phase):
             raise _transport_error(reply, request, attempt)
         delay: float | None = backoff_delay(attempt, config.rng)

@@ -22,6 +22,7 @@ __all__ = [
     "ResponseParser",
     "UnusableRequest",
     "encode_request",
+    "header_problem",
     "origin_and_target",
 ]
 
@@ -66,14 +67,16 @@ def origin_and_target(url: str, params: Mapping[str, str] | None = None) -> tupl
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UnusableRequest(f"invalid URL {url!r}: {exc}") from None
+        raise UnusableRequest(
+            f"invalid URL {url!r} ({exc}); check base_url= and the other *_url settings"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise UnusableRequest(f"unsupported URL scheme {parts.scheme!r} (use http:// or https://)")
     if not parts.hostname:
-        raise UnusableRequest(f"the URL {url!r} has no host")
+        raise UnusableRequest(f"the URL {url!r} has no host; give a full URL such as https://queue.fal.run")
     if port == 0:
-        raise UnusableRequest(f"the URL {url!r} names port 0")
+        raise UnusableRequest(f"the URL {url!r} names port 0; give the server's real port")
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     query = quote(parts.query, safe=_QUERY_SAFE)
     if params:
@@ -81,6 +84,15 @@ def origin_and_target(url: str, params: Mapping[str, str] | None = None) -> tupl
     if query:
         target = f"{target}?{query}"
     return Origin(scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]), target
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """What makes `name: value` unfit to send (it could split the request), or None."""
+    if not name or any(c in name for c in " \t\r\n:\0"):
+        return f"the header name {name!r} is empty or has a space, colon or control character; fix the name"
+    if any(c in value for c in "\r\n\0"):
+        return f"the value of header {name!r} has a line break or NUL; remove it (check pasted keys too)"
+    return None
 
 
 def encode_request(
@@ -92,8 +104,9 @@ def encode_request(
     among them are dropped (the body is framed here)."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.authority}"]
     for name, value in headers.items():
-        if not name or any(c in name for c in " \t\r\n:") or "\r" in value or "\n" in value:
-            raise UnusableRequest(f"header {name!r} has a character a header cannot carry")
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise UnusableRequest(problem)
         lowered = name.lower()
         if lowered == "host":
             lines[1] = f"Host: {value}"  # the caller's own Host replaces ours

@@ -31,7 +31,7 @@ def classify(exc: Exception) -> TransportFailure:
     """Classify an httpx exception: could the server have received the request?"""
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, _FATAL):
-        return TransportFailure(Failure.NOT_SENT, message, fatal=True)
+        return TransportFailure(Failure.NOT_SENT, f"{message}; check the URL and headers", fatal=True)
     failure = Failure.NOT_SENT if isinstance(exc, _NOT_SENT) else Failure.AFTER_SEND
     return TransportFailure(failure, message, timed_out=isinstance(exc, httpx.TimeoutException))
 

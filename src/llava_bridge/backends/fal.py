@@ -53,6 +53,7 @@ from ._fal_profiles import DEFAULT_ENDPOINT, check_endpoint
 from ._fal_queue import FalStatus, Job, LogLine, cancel_flow, status_flow
 from ._fal_storage import StorageState
 from ._fal_wire import Flow
+from ._h1 import header_problem
 from ._h1_async import AsyncPool
 from ._h1_sync import SyncPool
 from ._httpx_transport import HttpxAsync, HttpxSync
@@ -120,6 +121,8 @@ def _secret(value: str | SecretStr | None) -> SecretStr | None:
         return value
     if not isinstance(value, str):
         raise ConfigurationError(f"api_key must be a string, not {type(value).__name__}.")
+    if header_problem("Authorization", value) is not None:
+        raise ConfigurationError("api_key has a line break or NUL in it; copy the key again without it.")
     return SecretStr(value)
 
 
@@ -404,6 +407,10 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise ConfigurationError("headers must be a mapping of header names to string values.")
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ConfigurationError(f"headers=: {problem}.")
     return dict(headers)
 
 
