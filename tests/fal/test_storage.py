@@ -224,3 +224,21 @@ def test_a_call_waiting_on_an_upload_that_failed_uploads_the_image_itself() -> N
     assert not state.claim_upload(image.sha256)  # now held by the waiter
     waiter.close()
     assert state.claim_upload(image.sha256)  # given up when its flow was closed
+
+
+def test_a_call_whose_encode_ends_after_another_upload_finished_reuses_its_url() -> None:
+    """The race behind duplicate uploads, step by step: no timing involved."""
+    state = StorageState()
+    config = FalConfig(queue_url="http://q", run_url="http://r", rest_url="http://rest", cdn_url="http://cdn")
+    image = ImageInput.from_bytes(PHOTO)
+    late = image_url_flow(config, Deadline(), state, image, policy=ResizePolicy(), inline_threshold=0)
+    compute = next(late)  # looked in the cache (empty), now encoding
+    assert isinstance(compute, Compute)
+    assert state.claim_upload(image.sha256)  # meanwhile another call uploads it...
+    state.put(image.sha256, "http://cdn/files/first.jpg")
+    state.end_upload(image.sha256)  # ...and finishes before this encode ends
+
+    with pytest.raises(StopIteration) as done:
+        late.send(compute.function())
+    assert done.value.value == "http://cdn/files/first.jpg"  # no second upload
+    assert state.claim_upload(image.sha256)  # and the claim was given back

@@ -177,6 +177,10 @@ def image_url_flow(
         if known is not None:
             return known
     try:
+        # An upload that ended while this call was encoding or waiting already stored the URL.
+        known = state.get(image.sha256)
+        if known is not None:
+            return known
         url = yield from _upload(config, deadline, state, data, mime, f"{image.sha256[:16]}")
         state.put(image.sha256, url)
     finally:
