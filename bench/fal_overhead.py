@@ -65,7 +65,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from llava_bridge import ResizePolicy, VisionRequest  # noqa: E402
-from llava_bridge.backends.fal import FalBackend  # noqa: E402
+from llava_bridge.backends.fal.backend import FalBackend  # noqa: E402
 
 ENDPOINT = "fal-ai/llava-llama3-8b-v11"
 PROMPT = "What is in this picture?"

@@ -23,9 +23,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "bench")]
 import httpx  # noqa: E402
 from fal_overhead import start_server  # noqa: E402
 
-from llava_bridge.backends._fal_wire import HttpRequest  # noqa: E402
-from llava_bridge.backends._h1_async import AsyncPool  # noqa: E402
-from llava_bridge.backends._h1_sync import SyncPool  # noqa: E402
+from llava_bridge.backends._transport.async_pool import AsyncPool  # noqa: E402
+from llava_bridge.backends._transport.effects import HttpRequest  # noqa: E402
+from llava_bridge.backends._transport.sync_pool import SyncPool  # noqa: E402
 
 HEADERS = {"Authorization": "Key bench-key"}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_bridge import ImageInput, VisionRequest, VisionResult
-from llava_bridge.backends.transformers import TransformersBackend
+from llava_bridge.backends.local.backend import TransformersBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .backends.base import Backend
-from .backends.fake import FakeBackend
-from .errors import (
+from llava_bridge._version import __version__
+from llava_bridge.backends.base import Backend
+from llava_bridge.backends.fake import FakeBackend
+from llava_bridge.errors import (
     AmbiguousSubmitError,
     APIConnectionError,
     APIStatusError,
@@ -30,13 +30,19 @@ from .errors import (
     UnprocessableEntityError,
     UnsupportedContentError,
 )
-from .images import ImageInput, ResizePolicy
-from .types import Message, Usage, VisionChunk, VisionRequest, VisionResult
+from llava_bridge.images import ImageInput, ResizePolicy
+from llava_bridge.types import Message, Usage, VisionChunk, VisionRequest, VisionResult
 
 if TYPE_CHECKING:
-    from .backends.fal import AsyncFalRequestHandle, FalBackend, FalRequestHandle, FalStatus, LogLine
-    from .backends.openai_compat import OpenAICompatBackend
-    from .backends.transformers import TransformersBackend
+    from llava_bridge.backends.fal.backend import (
+        AsyncFalRequestHandle,
+        FalBackend,
+        FalRequestHandle,
+        FalStatus,
+        LogLine,
+    )
+    from llava_bridge.backends.local.backend import TransformersBackend
+    from llava_bridge.backends.openai_compat.backend import OpenAICompatBackend
 
 __all__ = [
     "APIConnectionError",
@@ -80,13 +86,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AsyncFalRequestHandle": ".backends.fal",
-    "FalBackend": ".backends.fal",
-    "FalRequestHandle": ".backends.fal",
-    "FalStatus": ".backends.fal",
-    "LogLine": ".backends.fal",
-    "OpenAICompatBackend": ".backends.openai_compat",
-    "TransformersBackend": ".backends.transformers",
+    "AsyncFalRequestHandle": ".backends.fal.backend",
+    "FalBackend": ".backends.fal.backend",
+    "FalRequestHandle": ".backends.fal.backend",
+    "FalStatus": ".backends.fal.backend",
+    "LogLine": ".backends.fal.backend",
+    "OpenAICompatBackend": ".backends.openai_compat.backend",
+    "TransformersBackend": ".backends.local.backend",
 }
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .backends.base import Backend
-from .errors import InvalidRequestError, LlavaError
-from .images import ImageInput
-from .types import VisionRequest
+from llava_bridge.backends.base import Backend
+from llava_bridge.errors import InvalidRequestError, LlavaError
+from llava_bridge.images import ImageInput
+from llava_bridge.types import VisionRequest
 
 __all__ = ["DEFAULT_DESCRIBE_PROMPT", "DescribeSummary", "describe_to_jsonl", "expand_sources"]
 

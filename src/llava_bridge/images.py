@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidImageError
+from llava_bridge.errors import InvalidImageError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

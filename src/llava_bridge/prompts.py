@@ -19,8 +19,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from .errors import ContextOverflowError
-from .types import Message, VisionRequest
+from llava_bridge.errors import ContextOverflowError
+from llava_bridge.types import Message, VisionRequest
 
 __all__ = [
     "CONTEXT_WINDOW",

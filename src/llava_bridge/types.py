@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import InvalidPromptError, InvalidRequestError
-from .images import ImageInput
+from llava_bridge.errors import InvalidPromptError, InvalidRequestError
+from llava_bridge.images import ImageInput
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llava_bridge.cli import main
+from llava_bridge.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from llava_bridge import FakeBackend, InvalidRequestError
-from llava_bridge.cli import main
+from llava_bridge.cli.main import main
 from llava_bridge.describe import describe_to_jsonl, expand_sources
 
 

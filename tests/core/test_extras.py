@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from llava_bridge._extras import require_extra
-from llava_bridge.cli import main
+from llava_bridge.cli.main import main
 
 
 @pytest.mark.parametrize("module", ["no_such_module_xyz", "no_such_package_xyz.core"])

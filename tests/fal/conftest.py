@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from llava_bridge.backends.fal import PROXY_VARIABLES, FalBackend
+from llava_bridge.backends.fal.backend import PROXY_VARIABLES, FalBackend
 from tests.fal.fal_test_server import FalTestServer
 
 FAST = {"poll_interval": 0.02, "stream_idle_timeout": 2.0, "read_timeout": 5.0, "connect_timeout": 2.0}

@@ -1,6 +1,6 @@
 """A fal-protocol HTTP server on 127.0.0.1 that injects faults on command, for tests and benchmarks.
 
-It speaks what `FalBackend` speaks, with the `base_url` layout of `llava_bridge.backends.fal`:
+It speaks what `FalBackend` speaks, with the `base_url` layout of `llava_bridge.backends.fal.backend`:
 queue routes at the root, sync run and ``/stream`` under ``/run``, storage under ``/rest``,
 CDN uploads under ``/cdn`` (plus ``/gcs/{key}`` as the signed PUT target of the upload fallback).
 

@@ -17,7 +17,7 @@ from llava_bridge import (
     MissingCredentialsError,
     VisionRequest,
 )
-from llava_bridge.backends.fal import FalBackend
+from llava_bridge.backends.fal.backend import FalBackend
 from tests.fal.fal_test_server import FalTestServer
 
 SECRET = "sk-very-secret-123"

@@ -20,7 +20,7 @@ from llava_bridge import (
     UnprocessableEntityError,
     VisionRequest,
 )
-from llava_bridge.backends.fal import FalBackend
+from llava_bridge.backends.fal.backend import FalBackend
 from tests.fal.fal_test_server import FalTestServer, fal_error, ingress_error
 
 ASK = VisionRequest(prompt="What is in the picture?")

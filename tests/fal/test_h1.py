@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from llava_bridge.backends import _h1
-from llava_bridge.backends._h1 import (
+from llava_bridge.backends._transport import h1 as _h1
+from llava_bridge.backends._transport.h1 import (
     NEED_DATA,
     End,
     Head,
@@ -24,7 +24,7 @@ from llava_bridge.backends._h1 import (
     encode_request,
     origin_and_target,
 )
-from llava_bridge.backends._sse import SseEvent, SseParser
+from llava_bridge.backends._transport.sse import SseEvent, SseParser
 
 # -- the response table ---------------------------------------------------------------------------
 

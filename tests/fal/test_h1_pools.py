@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from llava_bridge.backends._fal_wire import HttpRequest, HttpResponse, TransportFailure
-from llava_bridge.backends._h1_async import AsyncPool
-from llava_bridge.backends._h1_sync import SyncPool
+from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
+from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.retry import Failure
 
 try:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from llava_bridge.backends import _h1_io
-from llava_bridge.backends._fal_wire import HttpRequest, HttpResponse, TransportFailure
-from llava_bridge.backends._h1_async import AsyncPool
-from llava_bridge.backends._h1_sync import SyncPool
+from llava_bridge.backends._transport import pool_base as _h1_io
+from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
+from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.retry import Failure
 
 

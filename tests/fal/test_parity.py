@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llava_bridge import LlavaError, VisionChunk, VisionRequest, VisionResult
-from llava_bridge.backends.fal import FalBackend, FalStatus
+from llava_bridge.backends.fal.backend import FalBackend, FalStatus
 from tests.fal.conftest import photo_bytes
 from tests.fal.fal_test_server import FalTestServer, fal_error
 

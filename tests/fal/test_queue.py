@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from llava_bridge import JobFailedError, VisionRequest
-from llava_bridge.backends._h1_async import AsyncPool
-from llava_bridge.backends._h1_sync import SyncPool
-from llava_bridge.backends._httpx_transport import HttpxAsync, HttpxSync
-from llava_bridge.backends.fal import FalBackend, FalStatus
+from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
+from llava_bridge.backends._transport.sync_pool import SyncPool
+from llava_bridge.backends.fal.backend import FalBackend, FalStatus
 from tests.fal.fal_test_server import FalTestServer
 
 

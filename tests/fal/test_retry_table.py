@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from llava_bridge import LlavaError, VisionRequest
-from llava_bridge.backends import _fal_http
-from llava_bridge.backends.fal import FalBackend
+from llava_bridge.backends._transport import flows as _fal_http
+from llava_bridge.backends.fal.backend import FalBackend
 
 NGINX = "<html><body><center>nginx</center></body></html>"
 FAL_ID = {"x-fal-request-id": "req-1"}

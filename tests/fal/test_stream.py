@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llava_bridge import APIConnectionError, DeadlineExceededError, RateLimitError, VisionRequest
-from llava_bridge.backends.fal import FalBackend
+from llava_bridge.backends.fal.backend import FalBackend
 from tests.fal.fal_test_server import FalTestServer
 
 

@@ -31,7 +31,7 @@ def legacy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def batched(tiny_dir: Path) -> Iterator[object]:
     """Batches of up to 8, collected for 50 ms so that concurrent test requests meet."""
-    from llava_bridge.backends.transformers import TransformersBackend
+    from llava_bridge.backends.local.backend import TransformersBackend
 
     backend = TransformersBackend(str(tiny_dir), local_files_only=True, max_batch_size=8, batch_wait_ms=50)
     yield backend
@@ -41,7 +41,7 @@ def batched(tiny_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def serial(tiny_dir: Path) -> Iterator[object]:
     """The same model, one request at a time."""
-    from llava_bridge.backends.transformers import TransformersBackend
+    from llava_bridge.backends.local.backend import TransformersBackend
 
     backend = TransformersBackend(str(tiny_dir), local_files_only=True, max_batch_size=1, batch_wait_ms=0)
     yield backend

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from llava_bridge.backends._local_batcher import BatcherClosedError, MicroBatcher
+from llava_bridge.backends.local.batcher import BatcherClosedError, MicroBatcher
 
 
 class Recorder:

@@ -24,7 +24,7 @@ from llava_bridge import (
     VisionRequest,
 )
 from llava_bridge.backends.base import Backend
-from llava_bridge.backends.openai_compat import OpenAICompatBackend, chat_completions_url
+from llava_bridge.backends.openai_compat.backend import OpenAICompatBackend, chat_completions_url
 
 from .conftest import colour_image
 from .openai_test_server import OpenAITestServer

@@ -25,7 +25,7 @@ from llava_bridge import (
     VisionResult,
 )
 from llava_bridge.backends.base import Backend
-from llava_bridge.backends.transformers import TransformersBackend
+from llava_bridge.backends.local.backend import TransformersBackend
 from llava_bridge.prompts import render_llama3
 from llava_bridge.testing import IMAGE_TOKENS
 
@@ -302,10 +302,10 @@ def test_an_abandoned_stream_frees_the_worker(batched: TransformersBackend) -> N
 
 
 def test_progress_is_logged(tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="llava_bridge.backends.transformers")
+    caplog.set_level(logging.INFO, logger="llava_bridge.backends.local.backend")
     with TransformersBackend(str(tiny_dir), local_files_only=True) as backend:
         backend.generate(VisionRequest(prompt="w1", max_new_tokens=2))
-    messages = [r.getMessage() for r in caplog.records if r.name == "llava_bridge.backends.transformers"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "llava_bridge.backends.local.backend"]
     assert any(m.startswith("Loading ") for m in messages)
     assert any(m.startswith("Batch of 1:") and "tokens/s" in m for m in messages)
 
@@ -365,7 +365,7 @@ def test_legacy_weights_load_bit_identical(legacy_dir: Path) -> None:
 def test_legacy_layout_answers_text_only_and_image_requests(legacy_dir: Path) -> None:
     # its config has no image_seq_length (576 by default): transformers 4.47 then took its old
     # merge path for 4-token images and crashed on text-only prompts, unless the loader turns it off
-    from llava_bridge.backends._local_loading import transformers_version
+    from llava_bridge.backends.local.loading import transformers_version
 
     with TransformersBackend(str(legacy_dir), local_files_only=True) as legacy:
         text_only = legacy.generate(VisionRequest(prompt="w1 w2", max_new_tokens=2))

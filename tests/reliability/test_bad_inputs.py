@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from llama_index.core.base.llms.types import AudioBlock, ChatMessage, MessageRole, TextBlock
 
 from llava_bridge import FakeBackend, FalBackend, ImageInput, VisionRequest
-from llava_bridge.cli import main as cli_main
+from llava_bridge.cli.main import main as cli_main
 from llava_bridge.errors import (
     ConfigurationError,
     InvalidImageError,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from llava_bridge import FalBackend, ImageInput, UnprocessableEntityError, VisionRequest
-from llava_bridge.backends.fal import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
+from llava_bridge.backends.fal.backend import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
 from tests.server.conftest import APP
 from tests.support.local_server import LocalServer, running_server
 

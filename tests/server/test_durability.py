@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from llava_bridge.errors import ConfigurationError
-from llava_bridge.server import store
-from llava_bridge.server.db import Database
+from llava_bridge.server.jobs import store
+from llava_bridge.server.jobs.db import Database
 from tests.server.conftest import APP, wait_completed
 from tests.support.local_server import running_server
 

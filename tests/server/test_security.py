@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from llava_bridge.server.auth import Authenticator
+from llava_bridge.server.http.auth import Authenticator
 from llava_bridge.server.settings import ServerSettings
 from tests.server.conftest import APP, wait_completed
 from tests.support.local_server import LocalServer, running_server

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from llava_bridge.errors import InvalidImageError
-from llava_bridge.server.fetch import ImageFetcher
-from llava_bridge.server.ssrf import AddressGuard
+from llava_bridge.server.images.fetch import ImageFetcher
+from llava_bridge.server.images.ssrf import AddressGuard
 from tests.server.conftest import APP, LocalHTTP, wait_completed
 from tests.support.local_server import LocalServer, running_server
 

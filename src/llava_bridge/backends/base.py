@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, Self, runtime_checkable
 
-from ..types import VisionChunk, VisionRequest, VisionResult
+from llava_bridge.types import VisionChunk, VisionRequest, VisionResult
 
 __all__ = ["Backend", "Closeable"]
 

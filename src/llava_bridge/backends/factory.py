@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Literal, cast
 
-from ..errors import ConfigurationError
-from .base import Backend
-from .fake import CANNED_ANSWER, FakeBackend, Responder, describe_image_facts
+from llava_bridge.backends.base import Backend
+from llava_bridge.backends.fake import CANNED_ANSWER, FakeBackend, Responder, describe_image_facts
+from llava_bridge.errors import ConfigurationError
 
 __all__ = ["BACKEND_NAMES", "BackendName", "make_backend"]
 
@@ -36,16 +36,16 @@ def make_backend(
             _fake_responder(fake_answers), latency=fake_latency, model_name=model or "fake-llava"
         )
     if name == "fal":
-        from .fal import FalBackend
+        from llava_bridge.backends.fal.backend import FalBackend
 
         kwargs: dict[str, Any] = {"api_key": api_key, "base_url": base_url, **options}
         return FalBackend(model, **kwargs) if model else FalBackend(**kwargs)
     if name == "local":
-        from .transformers import TransformersBackend
+        from llava_bridge.backends.local.backend import TransformersBackend
 
         return TransformersBackend(model, **options) if model else TransformersBackend(**options)
     if name == "openai":
-        from .openai_compat import OpenAICompatBackend
+        from llava_bridge.backends.openai_compat.backend import OpenAICompatBackend
 
         if not base_url:
             raise ConfigurationError(

@@ -11,10 +11,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from ..images import ImageInput
-from ..prompts import CONTEXT_WINDOW, estimate_tokens, fit_to_context
-from ..stops import cut_at_stop
-from ..types import FinishReason, Usage, VisionChunk, VisionRequest, VisionResult
+from llava_bridge.images import ImageInput
+from llava_bridge.prompts import CONTEXT_WINDOW, estimate_tokens, fit_to_context
+from llava_bridge.stops import cut_at_stop
+from llava_bridge.types import FinishReason, Usage, VisionChunk, VisionRequest, VisionResult
 
 __all__ = ["CANNED_ANSWER", "FakeBackend", "Responder", "describe_image_facts"]
 

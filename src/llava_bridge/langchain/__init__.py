@@ -5,12 +5,12 @@ Needs the `langchain` extra: ``pip install "llava-bridge[langchain]"``.
 
 from __future__ import annotations
 
-from .._extras import require_extra
+from llava_bridge._extras import require_extra
 
 require_extra("langchain", "langchain_core", what="llava_bridge.langchain")
 
-from .chat_models import ChatLlava  # noqa: E402 (the extra is checked first)
-from .document_loaders import LlavaImageLoader  # noqa: E402 (the extra is checked first)
-from .tools import LlavaImageTool  # noqa: E402 (the extra is checked first)
+from llava_bridge.langchain.chat_models import ChatLlava  # noqa: E402 (the extra is checked first)
+from llava_bridge.langchain.document_loaders import LlavaImageLoader  # noqa: E402 (the extra is checked first)
+from llava_bridge.langchain.tools import LlavaImageTool  # noqa: E402 (the extra is checked first)
 
 __all__ = ["ChatLlava", "LlavaImageLoader", "LlavaImageTool"]

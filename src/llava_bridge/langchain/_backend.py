@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from ..backends.base import Backend
-from ..errors import ConfigurationError
+from llava_bridge.backends.base import Backend
+from llava_bridge.errors import ConfigurationError
 
 __all__ = ["build_fal_backend", "check_backend", "lazy_backend", "provider_name"]
 
@@ -22,7 +22,7 @@ def build_fal_backend(
     max_retries: int | None,
 ) -> Backend:
     """A `FalBackend` from the adapter's fields; unset fields keep FalBackend's defaults."""
-    from ..backends.fal import FalBackend
+    from llava_bridge.backends.fal.backend import FalBackend
 
     kwargs: dict[str, Any] = {
         "api_key": api_key.get_secret_value() if api_key is not None else None,

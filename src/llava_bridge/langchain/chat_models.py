@@ -18,8 +18,12 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils import secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from ..backends.base import Backend
-from ..prompts import (
+from llava_bridge.backends.base import Backend
+from llava_bridge.langchain._backend import check_backend, lazy_backend, provider_name
+from llava_bridge.langchain.errors import translated_errors
+from llava_bridge.langchain.messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
+from llava_bridge.langchain.structured import structured_runnable
+from llava_bridge.prompts import (
     CONTEXT_WINDOW,
     IMAGE_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
@@ -27,12 +31,14 @@ from ..prompts import (
     TokenBudget,
     fit_to_context,
 )
-from ..stops import StopScanner, cut_at_stop
-from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, FinishReason, VisionRequest, VisionResult
-from ._backend import check_backend, lazy_backend, provider_name
-from .errors import translated_errors
-from .messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
-from .structured import structured_runnable
+from llava_bridge.stops import StopScanner, cut_at_stop
+from llava_bridge.types import (
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_LIMIT,
+    FinishReason,
+    VisionRequest,
+    VisionResult,
+)
 
 __all__ = ["DEFAULT_MODEL", "ChatLlava"]
 

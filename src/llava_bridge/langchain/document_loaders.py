@@ -16,11 +16,11 @@ from langchain_core.document_loaders import BaseLoader
 from langchain_core.documents import Document
 from pydantic import SecretStr
 
-from .. import errors
-from ..backends.base import Backend
-from ..images import ImageInput
-from ..types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
-from ._backend import build_fal_backend, check_backend
+from llava_bridge import errors
+from llava_bridge.backends.base import Backend
+from llava_bridge.images import ImageInput
+from llava_bridge.langchain._backend import build_fal_backend, check_backend
+from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
 
 __all__ = ["DEFAULT_PROMPT", "IMAGE_SUFFIXES", "ImageFailure", "LlavaImageLoader"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core import exceptions as lc
 
-from .. import errors as core
+from llava_bridge import errors as core
 
 __all__ = ["langchain_error", "translated_errors"]
 

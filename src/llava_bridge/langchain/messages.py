@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
 
-from ..errors import UnsupportedContentError
-from ..images import ImageInput
-from ..types import Message, Role, VisionRequest
+from llava_bridge.errors import UnsupportedContentError
+from llava_bridge.images import ImageInput
+from llava_bridge.types import Message, Role, VisionRequest
 
 __all__ = [
     "MultiImagePolicy",

@@ -18,7 +18,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
-from ..errors import InvalidRequestError
+from llava_bridge.errors import InvalidRequestError
 
 __all__ = ["StructuredMethod", "json_instructions", "output_parser", "structured_runnable"]
 

@@ -12,11 +12,11 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils import secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
-from .. import errors
-from ..backends.base import Backend
-from ..images import ImageInput
-from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest, VisionResult
-from ._backend import check_backend, lazy_backend
+from llava_bridge import errors
+from llava_bridge.backends.base import Backend
+from llava_bridge.images import ImageInput
+from llava_bridge.langchain._backend import check_backend, lazy_backend
+from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest, VisionResult
 
 __all__ = ["LlavaImageInput", "LlavaImageTool"]
 

@@ -5,14 +5,19 @@ Needs the `llama-index` extra: ``pip install "llava-bridge[llama-index]"``.
 
 from __future__ import annotations
 
-from .._extras import require_extra
+from llava_bridge._extras import require_extra
 
 require_extra("llama-index", "llama_index.core", what="llava_bridge.llama_index")
 
-from .describer import DEFAULT_IMAGE_PROMPT, ImageDescriber, ImageDescriptionError, NodeFailure  # noqa: E402 (the extra is checked first)
-from .llm import LlavaLLM  # noqa: E402 (the extra is checked first)
-from .messages import MultiImagePolicy  # noqa: E402 (the extra is checked first)
-from .tools import DEFAULT_DESCRIBE_PROMPT, LlavaToolSpec  # noqa: E402 (the extra is checked first)
+from llava_bridge.llama_index.describer import (  # noqa: E402 (the extra is checked first)
+    DEFAULT_IMAGE_PROMPT,
+    ImageDescriber,
+    ImageDescriptionError,
+    NodeFailure,
+)
+from llava_bridge.llama_index.llm import LlavaLLM  # noqa: E402 (the extra is checked first)
+from llava_bridge.llama_index.messages import MultiImagePolicy  # noqa: E402 (the extra is checked first)
+from llava_bridge.llama_index.tools import DEFAULT_DESCRIBE_PROMPT, LlavaToolSpec  # noqa: E402 (the extra is checked first)
 
 __all__ = [
     "DEFAULT_DESCRIBE_PROMPT",

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ..backends.base import Backend
-from ..errors import ConfigurationError
-from ..prompts import fit_to_context
-from ..types import VisionRequest
+from llava_bridge.backends.base import Backend
+from llava_bridge.errors import ConfigurationError
+from llava_bridge.prompts import fit_to_context
+from llava_bridge.types import VisionRequest
 
 __all__ = ["DEFAULT_MODEL", "ensure_picklable", "fit_request", "resolve_backend", "restore_with_backend"]
 
@@ -52,7 +52,7 @@ def resolve_backend(
                 f"OpenAICompatBackend, FakeBackend), not {type(backend).__name__}."
             )
         return backend
-    from ..backends.fal import FalBackend
+    from llava_bridge.backends.fal.backend import FalBackend
 
     return FalBackend(model or DEFAULT_MODEL, **given)
 

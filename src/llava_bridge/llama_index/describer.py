@@ -15,12 +15,17 @@ from llama_index.core.schema import BaseNode, MetadataMode, TransformComponent
 from pydantic import SecretStr
 from tqdm.auto import tqdm
 
-from ..backends.base import Backend
-from ..errors import AuthenticationError, ConfigurationError, LlavaError, PermissionDeniedError
-from ..images import ImageInput
-from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
-from ._backend import ensure_picklable, fit_request, resolve_backend, restore_with_backend
-from .images import image_from_node, node_has_image
+from llava_bridge.backends.base import Backend
+from llava_bridge.errors import AuthenticationError, ConfigurationError, LlavaError, PermissionDeniedError
+from llava_bridge.images import ImageInput
+from llava_bridge.llama_index._backend import (
+    ensure_picklable,
+    fit_request,
+    resolve_backend,
+    restore_with_backend,
+)
+from llava_bridge.llama_index.images import image_from_node, node_has_image
+from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
 
 __all__ = ["DEFAULT_IMAGE_PROMPT", "ImageDescriber", "ImageDescriptionError", "NodeFailure"]
 

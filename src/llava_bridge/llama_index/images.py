@@ -19,8 +19,8 @@ import filetype  # type: ignore[import-untyped]
 from llama_index.core.base.llms.types import ImageBlock
 from llama_index.core.schema import BaseNode, ImageNode, MediaResource
 
-from ..errors import InvalidImageError
-from ..images import ImageInput, sniff_mime_type
+from llava_bridge.errors import InvalidImageError
+from llava_bridge.images import ImageInput, sniff_mime_type
 
 __all__ = ["block_from_node", "image_from_block", "image_from_node", "node_has_image"]
 

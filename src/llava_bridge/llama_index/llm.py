@@ -31,12 +31,17 @@ from llama_index.core.llms.llm import LLM
 from llama_index.core.schema import BaseNode
 from pydantic import SecretStr
 
-from ..backends.base import Backend
-from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
-from ._backend import ensure_picklable, fit_request, resolve_backend, restore_with_backend
-from .images import block_from_node
-from .messages import MultiImagePolicy, RequestSettings, to_vision_request
-from .responses import StreamAssembler, chat_response
+from llava_bridge.backends.base import Backend
+from llava_bridge.llama_index._backend import (
+    ensure_picklable,
+    fit_request,
+    resolve_backend,
+    restore_with_backend,
+)
+from llava_bridge.llama_index.images import block_from_node
+from llava_bridge.llama_index.messages import MultiImagePolicy, RequestSettings, to_vision_request
+from llava_bridge.llama_index.responses import StreamAssembler, chat_response
+from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
 
 __all__ = ["LlavaLLM"]
 

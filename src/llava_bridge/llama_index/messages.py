@@ -19,10 +19,10 @@ from typing import Literal
 from llama_index.core.base.llms.types import CachePoint, ChatMessage, ImageBlock, MessageRole, TextBlock
 from PIL import Image
 
-from ..errors import InvalidImageError, UnsupportedContentError
-from ..images import MODEL_IMAGE_SIDE, ImageInput
-from ..types import DEFAULT_MAX_NEW_TOKENS, Message, Role, VisionRequest
-from .images import image_from_block
+from llava_bridge.errors import InvalidImageError, UnsupportedContentError
+from llava_bridge.images import MODEL_IMAGE_SIDE, ImageInput
+from llava_bridge.llama_index.images import image_from_block
+from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, Message, Role, VisionRequest
 
 __all__ = ["MultiImagePolicy", "RequestSettings", "to_vision_request"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 
-from ..types import VisionChunk, VisionResult
+from llava_bridge.types import VisionChunk, VisionResult
 
 __all__ = ["StreamAssembler", "chat_response", "raw_result"]
 

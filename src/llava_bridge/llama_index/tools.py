@@ -8,11 +8,11 @@ from typing import Any
 from llama_index.core.tools.tool_spec.base import SPEC_FUNCTION_TYPE, BaseToolSpec
 from pydantic import SecretStr
 
-from ..backends.base import Backend
-from ..errors import ConfigurationError
-from ..images import ImageInput
-from ..types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
-from ._backend import fit_request, resolve_backend
+from llava_bridge.backends.base import Backend
+from llava_bridge.errors import ConfigurationError
+from llava_bridge.images import ImageInput
+from llava_bridge.llama_index._backend import fit_request, resolve_backend
+from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
 
 __all__ = ["DEFAULT_DESCRIBE_PROMPT", "LlavaToolSpec"]
 

@@ -7,14 +7,14 @@ Needs the `[server]` extra (FastAPI, uvicorn).
 
 from __future__ import annotations
 
-from .._extras import require_extra
+from llava_bridge._extras import require_extra
 
 require_extra("server", "fastapi", "uvicorn", what="llava-bridge serve")
 
-from .app import create_app  # noqa: E402 (the extra is checked first)
-from .cli import add_serve_arguments, serve_from_args  # noqa: E402 (the extra is checked first)
-from .serving import READY_LINE, serve  # noqa: E402 (the extra is checked first)
-from .settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings  # noqa: E402 (the extra is checked first)
+from llava_bridge.server.app import create_app  # noqa: E402 (the extra is checked first)
+from llava_bridge.server.cli import add_serve_arguments, serve_from_args  # noqa: E402 (the extra is checked first)
+from llava_bridge.server.serving import READY_LINE, serve  # noqa: E402 (the extra is checked first)
+from llava_bridge.server.settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings  # noqa: E402 (the extra is checked first)
 
 __all__ = [
     "DEFAULT_DB_PATH",

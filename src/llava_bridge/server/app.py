@@ -30,20 +30,20 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .._version import __version__
-from ..backends.base import Backend
-from .auth import Authenticator, AuthMiddleware
-from .context import CDN_PREFIX, ServerContext, get_context
-from .db import Database
-from .fetch import ImageFetcher
-from .images import ImageResolver
-from .limits import BodySizeLimitMiddleware
-from .routes_queue import router as queue_router
-from .routes_run import router as run_router
-from .routes_storage import router as storage_router
-from .runner import JobRunner
-from .settings import ServerSettings
-from .ssrf import AddressGuard, Resolver
+from llava_bridge._version import __version__
+from llava_bridge.backends.base import Backend
+from llava_bridge.server.context import CDN_PREFIX, ServerContext, get_context
+from llava_bridge.server.http.auth import Authenticator, AuthMiddleware
+from llava_bridge.server.http.limits import BodySizeLimitMiddleware
+from llava_bridge.server.images.fetch import ImageFetcher
+from llava_bridge.server.images.loader import ImageResolver
+from llava_bridge.server.images.ssrf import AddressGuard, Resolver
+from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.routes.queue import router as queue_router
+from llava_bridge.server.routes.run import router as run_router
+from llava_bridge.server.routes.storage import router as storage_router
+from llava_bridge.server.runner import JobRunner
+from llava_bridge.server.settings import ServerSettings
 
 __all__ = ["create_app"]
 

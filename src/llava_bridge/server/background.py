@@ -17,9 +17,9 @@ from types import TracebackType
 
 import uvicorn
 
-from ..backends.base import Backend
-from .app import create_app
-from .settings import DEFAULT_DB_PATH, ServerSettings
+from llava_bridge.backends.base import Backend
+from llava_bridge.server.app import create_app
+from llava_bridge.server.settings import DEFAULT_DB_PATH, ServerSettings
 
 __all__ = ["BackgroundServer"]
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-from ..backends.factory import make_backend
-from .serving import serve
-from .settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings
+from llava_bridge.backends.factory import make_backend
+from llava_bridge.server.serving import serve
+from llava_bridge.server.settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings
 
 __all__ = ["API_KEY_ENV", "add_serve_arguments", "main", "serve_from_args"]
 

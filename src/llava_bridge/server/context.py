@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from ..backends.base import Backend
-from ..backends.fal import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
-from .auth import Authenticator
-from .db import Database
-from .images import ImageResolver
-from .runner import JobRunner
-from .settings import ServerSettings
+from llava_bridge.backends.base import Backend
+from llava_bridge.backends.fal.backend import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
+from llava_bridge.server.http.auth import Authenticator
+from llava_bridge.server.images.loader import ImageResolver
+from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.runner import JobRunner
+from llava_bridge.server.settings import ServerSettings
 
 __all__ = ["CDN_PREFIX", "REST_PREFIX", "RUN_PREFIX", "ServerContext", "base_url", "get_context"]
 

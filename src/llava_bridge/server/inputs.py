@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import (
+from llava_bridge.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -21,8 +21,8 @@ from ..errors import (
     InvalidRequestError,
     LlavaError,
 )
-from ..images import ImageInput
-from ..types import (
+from llava_bridge.images import ImageInput
+from llava_bridge.types import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS_LIMIT,
     MAX_PROMPT_CHARS,

@@ -17,14 +17,15 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from ..backends.base import Backend
-from ..types import VisionChunk, VisionRequest, VisionResult
-from . import storage, store
-from .db import Database
-from .images import ImageResolver
-from .inputs import LlavaInput, error_answer, output_body, to_vision_request
-from .logcapture import JobLogHandler, job_context, utc_timestamp
-from .settings import ServerSettings
+from llava_bridge.backends.base import Backend
+from llava_bridge.server.images.loader import ImageResolver
+from llava_bridge.server.inputs import LlavaInput, error_answer, output_body, to_vision_request
+from llava_bridge.server.jobs import files as storage
+from llava_bridge.server.jobs import store
+from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.logcapture import JobLogHandler, job_context, utc_timestamp
+from llava_bridge.server.settings import ServerSettings
+from llava_bridge.types import VisionChunk, VisionRequest, VisionResult
 
 __all__ = ["JobRunner"]
 

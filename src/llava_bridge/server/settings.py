@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from ..errors import ConfigurationError
-from ..images import MAX_PIXELS
+from llava_bridge.errors import ConfigurationError
+from llava_bridge.images import MAX_PIXELS
 
 __all__ = ["DEFAULT_DB_PATH", "DEFAULT_ENDPOINTS", "ServerSettings"]
 

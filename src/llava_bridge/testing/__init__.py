@@ -8,6 +8,6 @@
 
 from __future__ import annotations
 
-from .tiny_llava import IMAGE_TOKENS, build_legacy_xtuner_layout, build_tiny_llava
+from llava_bridge.testing.tiny_llava import IMAGE_TOKENS, build_legacy_xtuner_layout, build_tiny_llava
 
 __all__ = ["IMAGE_TOKENS", "build_legacy_xtuner_layout", "build_tiny_llava"]

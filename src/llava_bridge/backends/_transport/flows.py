@@ -1,0 +1,316 @@
+"""One HTTP call to fal, with the core retry policy, a deadline and typed errors (IO-free)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from llava_bridge.backends._transport.effects import (
+    Effect,
+    HttpRequest,
+    HttpResponse,
+    OpenStream,
+    Sleep,
+    TransportFailure,
+)
+from llava_bridge.errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    status_error,
+)
+from llava_bridge.retry import (
+    Failure,
+    Phase,
+    backoff_delay,
+    retry_delay,
+    should_retry_failure,
+    should_retry_status,
+)
+
+__all__ = [
+    "Abandoned",
+    "Deadline",
+    "DeadlineHit",
+    "FalConfig",
+    "call",
+    "is_fal_host",
+    "open_stream",
+    "raise_for_status",
+    "unexpected_answer",
+]
+
+logger = logging.getLogger("llava_bridge.fal")
+
+FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
+MAX_ERROR_TEXT = 1000
+"""Characters of a non-JSON error body (an nginx page) kept in an error."""
+
+
+def is_fal_host(url: str) -> bool:
+    """Whether `url` points at one of fal's own domains."""
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in FAL_DOMAINS)
+
+
+class DeadlineHit(Exception):
+    """Internal: the caller's client_timeout ran out during a call."""
+
+
+class Abandoned(Exception):
+    """Internal: thrown into a flow when its caller stopped waiting (task cancelled, Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A wall-clock limit on a whole operation; `at` is None for no limit."""
+
+    at: float | None = None
+    timeout: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, timeout: float | None, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(None if timeout is None else clock() + timeout, timeout, clock)
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else self.at - self.clock()
+
+    def expired(self) -> bool:
+        left = self.remaining()
+        return left is not None and left <= 0
+
+    def bound(self, seconds: float | None) -> float | None:
+        """`seconds` shortened to what is left (None: no limit)."""
+        left = self.remaining()
+        if left is None:
+            return seconds
+        return max(left, 0.0) if seconds is None else max(min(seconds, left), 0.0)
+
+
+@dataclass(frozen=True)
+class FalConfig:
+    """Everything a flow needs to know about where and how to call fal."""
+
+    queue_url: str
+    run_url: str
+    rest_url: str
+    cdn_url: str
+    key: SecretStr | None = None
+    key_explicit: bool = False
+    """An explicit api_key= goes to every host; a key from the environment only to fal's."""
+    user_agent: str = "llava-bridge"
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    start_timeout: float | None = None
+    priority: str | None = None
+    hint: str | None = None
+    webhook_url: str | None = None
+    max_attempts: int = 5
+    poll_interval: float = 0.25
+    stream_idle_timeout: float = 15.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    run_timeout: float | None = 600.0
+    use_status_stream: bool = True
+    rng: random.Random = field(default_factory=random.Random)
+    idempotent_hosts: set[str] = field(default_factory=set)
+    """Queue URLs seen to adopt a proposed request id (learned; shared by copies of the config)."""
+    submit_grace: float = 5.0
+    """Seconds past the caller's deadline a submit may take to read its request id, so the
+    job can be cancelled instead of left running unseen."""
+
+    def __repr__(self) -> str:  # never show the key
+        return f"FalConfig(queue_url={self.queue_url!r}, run_url={self.run_url!r})"
+
+    def headers(self, url: str) -> dict[str, str]:
+        """Headers for any call to `url`: user agent and, where it belongs, the key."""
+        headers = {"User-Agent": self.user_agent}
+        if self.key is not None and (self.key_explicit or is_fal_host(url)):
+            headers["Authorization"] = f"Key {self.key.get_secret_value()}"
+        return headers
+
+    def job_headers(self, url: str) -> dict[str, str]:
+        """Headers for a call that starts work (submit, run, stream): the options too."""
+        headers = self.headers(url)
+        if self.start_timeout is not None:
+            headers["X-Fal-Request-Timeout"] = f"{self.start_timeout:g}"
+        if self.priority is not None:
+            headers["X-Fal-Queue-Priority"] = self.priority
+        if self.hint is not None:
+            headers["X-Fal-Runner-Hint"] = self.hint
+        headers.update(self.extra_headers)
+        return headers
+
+
+StatusRule = Callable[[HttpResponse, Phase], bool]
+
+
+def default_status_rule(response: HttpResponse, phase: Phase) -> bool:
+    return should_retry_status(response.status_code, response.headers, phase)
+
+
+def call(
+    config: FalConfig,
+    deadline: Deadline,
+    request: HttpRequest,
+    *,
+    expect_json: bool = True,
+    retry_status: StatusRule = default_status_rule,
+) -> Generator[Effect, Any, tuple[HttpResponse, Any]]:
+    """Send `request`, retrying as the core policy allows; return (response, parsed JSON).
+
+    An error status is returned, not raised (the caller knows the request id and the
+    endpoint for the message). A 2xx body that is not JSON counts as a broken
+    connection. Transport failures that may not be retried raise; so does the deadline.
+    """
+    attempt = 0
+    grace = config.submit_grace if request.label == "submit" else 0.0
+    while True:
+        attempt += 1
+        reply = yield _bounded(request, deadline, grace)
+        data: Any = None
+        if isinstance(reply, HttpResponse) and reply.ok and expect_json:
+            try:
+                data = reply.json()
+            except ValueError:
+                reply = TransportFailure(Failure.AFTER_SEND, "the response body was not valid JSON")
+        delay = _next_delay(config, deadline, request, reply, attempt, retry_status)
+        if delay is None:
+            return reply, data
+        yield Sleep(delay)
+
+
+def open_stream(
+    config: FalConfig, deadline: Deadline, request: HttpRequest
+) -> Generator[Effect, Any, HttpResponse]:
+    """Open an SSE response, retrying as `call` does; an error status is returned."""
+    attempt = 0
+    while True:
+        attempt += 1
+        reply = yield OpenStream(_bounded(request, deadline))
+        delay = _next_delay(config, deadline, request, reply, attempt, default_status_rule)
+        if delay is None:
+            assert isinstance(reply, HttpResponse)
+            return reply
+        yield Sleep(delay)
+
+
+def _bounded(request: HttpRequest, deadline: Deadline, grace: float = 0.0) -> HttpRequest:
+    """`request` with its timeouts cut to the deadline (the read gets `grace` more); raises
+    DeadlineHit when the deadline has passed before sending."""
+    if deadline.expired():
+        raise DeadlineHit
+    if deadline.at is None:
+        return request
+    read_left = (deadline.bound(None) or 0.0) + grace
+    return replace(
+        request,
+        connect_timeout=deadline.bound(request.connect_timeout),
+        read_timeout=read_left if request.read_timeout is None else min(request.read_timeout, read_left),
+    )
+
+
+def _next_delay(
+    config: FalConfig,
+    deadline: Deadline,
+    request: HttpRequest,
+    reply: Any,
+    attempt: int,
+    retry_status: StatusRule,
+) -> float | None:
+    """Seconds to wait before the next attempt; None to hand `reply` back. Raises when it must."""
+    if isinstance(reply, TransportFailure):
+        if deadline.expired():
+            raise DeadlineHit
+        if reply.fatal:
+            raise ConfigurationError(f"Cannot call {request.url}: {reply.message}.")
+        if attempt >= config.max_attempts or not should_retry_failure(reply.failure, request.phase):
+            raise _transport_error(reply, request, attempt)
+        delay: float | None = backoff_delay(attempt, config.rng)
+        why = reply.message
+    else:
+        assert isinstance(reply, HttpResponse)
+        if reply.ok or attempt >= config.max_attempts or not retry_status(reply, request.phase):
+            return None
+        delay = retry_delay(attempt, reply.headers, config.rng)
+        if delay is None:
+            return None  # Retry-After asks for longer than we wait
+        why = f"HTTP {reply.status_code}"
+    logger.debug("fal %s: %s; retry %d in %.2fs", request.label, why, attempt, delay)
+    return deadline.bound(delay) or 0.0
+
+
+def _transport_error(reply: TransportFailure, request: HttpRequest, attempts: int) -> APIConnectionError:
+    what = request.label or request.method
+    if request.phase is Phase.SUBMIT and reply.failure is Failure.AFTER_SEND:
+        return AmbiguousSubmitError(
+            f"The {what} request to {request.url} failed after it was sent ({reply.message}). "
+            "The job may be queued or running on the server and may be billed; it was not re-sent "
+            "so that it does not run twice. Check your fal dashboard or webhook before retrying."
+        )
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    cls = APITimeoutError if reply.timed_out else APIConnectionError
+    return cls(
+        f"The {what} request to {request.url} failed{tries}: {reply.message}. "
+        "Check the network and the URL, or raise the timeout."
+    )
+
+
+def raise_for_status(
+    response: HttpResponse, *, request_id: str | None = None, endpoint: str | None = None
+) -> None:
+    """Raise the typed error for a non-2xx response."""
+    if response.ok:
+        return
+    raise error_for(response, request_id=request_id, endpoint=endpoint)
+
+
+def error_for(
+    response: HttpResponse, *, request_id: str | None = None, endpoint: str | None = None
+) -> APIStatusError:
+    body = response.json_or_text()
+    if isinstance(body, str) and len(body) > MAX_ERROR_TEXT:
+        body = body[:MAX_ERROR_TEXT] + "..."
+    error_type = response.headers.get("x-fal-error-type")
+    return status_error(
+        response.status_code,
+        body,
+        request_id=request_id or response.headers.get("x-fal-request-id"),
+        error_type=error_type,
+        endpoint=endpoint,
+    )
+
+
+def unexpected_answer(response: HttpResponse, message: str) -> APIStatusError:
+    """An error for a 2xx answer whose body is not what the protocol promises."""
+    return APIStatusError(
+        f"{message} (HTTP {response.status_code}); the server may not speak fal's protocol. "
+        "Check base_url/model=.",
+        status_code=response.status_code,
+        request_id=response.headers.get("x-fal-request-id"),
+        body=response.json_or_text(),
+    )
+
+
+def finite_positive(name: str, value: float | None) -> float | None:
+    """Check an optional seconds value."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}.")
+    return float(value)

@@ -1,0 +1,238 @@
+"""A blocking HTTP/1.1 connection pool on plain sockets (thread-safe), for the sync fal drivers."""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
+from llava_bridge.backends._transport.h1 import End, Head, NeedData, Origin, ResponseParser, UnusableRequest
+from llava_bridge.backends._transport.pool_base import (
+    KEEPALIVE_EXPIRY,
+    MAX_CONNECTIONS,
+    READ_SIZE,
+    Broken,
+    IdleSet,
+    failure,
+    prepare,
+    response,
+    shorter,
+    tls_context,
+    tune,
+)
+from llava_bridge.retry import Failure
+
+__all__ = ["SyncBody", "SyncPool"]
+
+
+class _Connection:
+    __slots__ = ("idle_since", "origin", "sock")
+
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+        self.sock, self.origin, self.idle_since = sock, origin, 0.0
+
+    def stale(self) -> bool:
+        """An idle connection with anything to read was closed by the server (or is garbled)."""
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                return bool(poller.poll(0))
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover - closing cannot fail in a way that matters
+            pass
+
+
+class SyncPool:
+    """Keep-alive connections per origin, at most `max_connections` open at once."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
+        clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._tls = tls
+        """The TLS context for https (None: `tls_context()`, made when first needed)."""
+        self._connections: IdleSet[_Connection] = IdleSet(max_connections, keepalive_expiry, clock)
+        self._lock = threading.Condition()
+
+    def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
+        """The whole response to `request`, or why there is none."""
+        started = self._start(request)
+        if isinstance(started, TransportFailure):
+            return started
+        head, body = started
+        try:
+            return response(head, body.read_all())
+        except Broken as exc:
+            return exc.failure
+
+    def open(self, request: HttpRequest) -> tuple[HttpResponse, SyncBody | None] | TransportFailure:
+        """The response's head and its body to read piece by piece (an error body is read whole)."""
+        started = self._start(request)
+        if isinstance(started, TransportFailure):
+            return started
+        head, body = started
+        if 200 <= head.status_code < 300:
+            return response(head), body
+        try:
+            return response(head, body.read_all()), None
+        except Broken as exc:
+            return exc.failure
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when they are given back."""
+        with self._lock:
+            self._connections.close_idle()
+            self._lock.notify_all()
+
+    def _start(self, request: HttpRequest) -> tuple[Head, SyncBody] | TransportFailure:
+        try:
+            prepared = prepare(request)
+        except UnusableRequest as exc:
+            return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
+        try:
+            connection = self._acquire(prepared.origin, request.connect_timeout)
+        except OSError as exc:  # TimeoutError included
+            return failure(exc, sent=False)
+        try:
+            connection.sock.settimeout(request.read_timeout)
+            connection.sock.sendall(prepared.data)
+        except OSError as exc:
+            self.release(connection, reusable=False)
+            return failure(exc, sent=False)
+        except BaseException:  # Ctrl-C mid-send: the connection is in an unknown state
+            self.release(connection, reusable=False)
+            raise
+        body = SyncBody(self, connection, ResponseParser(prepared.method), request.read_timeout)
+        try:
+            return body.head(), body
+        except Broken as exc:
+            return exc.failure
+
+    def _acquire(self, origin: Origin, timeout: float | None) -> _Connection:
+        connections = self._connections
+        deadline = None if timeout is None else connections.clock() + timeout
+        with self._lock:
+            while True:
+                if connections.closed:
+                    raise ConnectionError("the HTTP client was closed")
+                connection = connections.take(origin)
+                if connection is not None:
+                    return connection
+                if connections.reserve():
+                    break
+                left = None if deadline is None else deadline - connections.clock()
+                if left is not None and left <= 0:
+                    raise TimeoutError("no connection came free in the pool in time")
+                self._lock.wait(left)
+        try:
+            return _Connection(_connect(origin, timeout, self._tls), origin)
+        except BaseException:
+            with self._lock:
+                connections.open -= 1
+                self._lock.notify()
+            raise
+
+    def release(self, connection: _Connection, *, reusable: bool) -> None:
+        with self._lock:
+            self._connections.give_back(connection, reusable=reusable)
+            self._lock.notify()
+
+
+def _connect(origin: Origin, timeout: float | None, tls: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection((origin.host, origin.port), timeout=timeout)
+    try:
+        tune(sock)
+        if origin.tls:
+            sock = (tls or tls_context()).wrap_socket(sock, server_hostname=origin.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class SyncBody:
+    """One response being read on its connection; gives the connection back when done."""
+
+    def __init__(
+        self, pool: SyncPool, connection: _Connection, parser: ResponseParser, read_timeout: float | None
+    ) -> None:
+        self._pool = pool
+        self._connection: _Connection | None = connection
+        self._parser = parser
+        self._timeout = self._applied = read_timeout
+
+    def head(self) -> Head:
+        event = self._next(self._timeout)
+        if not isinstance(event, Head):  # pragma: no cover - the parser gives the head first
+            raise self._broken(RuntimeError("no response head"))
+        return event
+
+    def read(self, timeout: float | None = None) -> bytes:
+        """The next piece of the body; ``b""`` at its end. `timeout` shortens the read timeout.
+        Raises `Broken`."""
+        event = self._next(shorter(self._timeout, timeout))
+        return event if isinstance(event, bytes) else b""
+
+    def read_all(self) -> bytes:
+        pieces = []
+        while piece := self.read():
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def close(self, drain: float = 0.0) -> None:
+        """Stop reading; with `drain`, read the body's end for up to that many seconds first,
+        so the connection can be reused."""
+        if self._connection is None:
+            return
+        if drain > 0:
+            ends = time.monotonic() + drain
+            try:
+                while self._connection is not None and (left := ends - time.monotonic()) > 0:
+                    self.read(left)
+            except Broken:
+                return
+        if self._connection is not None:
+            self._pool.release(self._connection, reusable=False)
+            self._connection = None
+
+    def _next(self, timeout: float | None) -> Head | bytes | End:
+        connection = self._connection
+        if connection is None:
+            return End(False)
+        parser = self._parser
+        try:
+            if timeout != self._applied:
+                connection.sock.settimeout(timeout)
+                self._applied = timeout
+            while isinstance(event := parser.next_event(), NeedData):
+                parser.feed(connection.sock.recv(READ_SIZE))
+        except Exception as exc:
+            raise self._broken(exc) from None
+        except BaseException:  # Ctrl-C: the connection is in an unknown state
+            self._broken(KeyboardInterrupt())
+            raise
+        if isinstance(event, End):
+            self._connection = None
+            self._pool.release(connection, reusable=event.reusable)
+        return event
+
+    def _broken(self, exc: BaseException) -> Broken:
+        if self._connection is not None:
+            self._pool.release(self._connection, reusable=False)
+            self._connection = None
+        return Broken(failure(exc, sent=True))

@@ -1,0 +1,1 @@
+"""`FalBackend` and fal's protocol: endpoints, queue, uploads, the flows that drive them."""

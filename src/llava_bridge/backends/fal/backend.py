@@ -1,0 +1,488 @@
+"""`FalBackend`: LLaVA on fal's queue, run and stream APIs.
+
+The protocol lives in IO-free flows (`_fal_queue`, `_fal_ops`, `_fal_storage`),
+driven by thin sync and async shells (`_fal_drivers`); this module is the class.
+
+Hosts. fal has four: queue (submit/status/result/cancel), run (sync run and
+`/stream`), rest (storage tokens, upload initiation) and cdn (uploads). Each is a
+constructor argument. `base_url=` (or the env var `LLAVA_FAL_BASE_URL`) points all
+four at one server, such as `llava-bridge serve`, with this layout:
+
+- queue: ``{base}`` -- ``POST /{endpoint}``; ``GET /{owner}/{alias}/requests/{id}``
+  (result), ``.../status``, ``.../status/stream``; ``PUT .../cancel``
+- run: ``{base}{LOCAL_RUN_PREFIX}`` = ``{base}/run`` -- ``POST /{endpoint}``, ``POST /{endpoint}/stream``
+- rest: ``{base}{LOCAL_REST_PREFIX}`` = ``{base}/rest`` -- ``POST /storage/auth/token``,
+  ``POST /storage/upload/initiate``
+- cdn: ``{base}{LOCAL_CDN_PREFIX}`` = ``{base}/cdn`` -- ``POST /files/upload``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from llava_bridge import retry
+from llava_bridge._version import __version__
+from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
+from llava_bridge.backends._transport.effects import Flow
+from llava_bridge.backends._transport.flows import Deadline, FalConfig, finite_positive, is_fal_host
+from llava_bridge.backends._transport.h1 import header_problem
+from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
+from llava_bridge.backends._transport.sync_pool import SyncPool
+from llava_bridge.backends.base import Closeable
+from llava_bridge.backends.fal.endpoints import DEFAULT_ENDPOINT, check_endpoint
+from llava_bridge.backends.fal.ops import (
+    FalContext,
+    Prepared,
+    TextOnly,
+    events_flow,
+    finish_flow,
+    queue_flow,
+    run_flow,
+    stream_flow,
+    submit_job_flow,
+)
+from llava_bridge.backends.fal.queue import FalStatus, Job, LogLine, cancel_flow, status_flow
+from llava_bridge.backends.fal.uploads import StorageState
+from llava_bridge.errors import ConfigurationError, MissingCredentialsError
+from llava_bridge.images import ResizePolicy
+from llava_bridge.prompts import CONTEXT_WINDOW, estimate_tokens
+from llava_bridge.types import VisionChunk, VisionRequest, VisionResult
+
+__all__ = [
+    "DEFAULT_CDN_URL",
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_QUEUE_URL",
+    "DEFAULT_REST_URL",
+    "DEFAULT_RUN_URL",
+    "INLINE_THRESHOLD",
+    "LOCAL_CDN_PREFIX",
+    "LOCAL_REST_PREFIX",
+    "LOCAL_RUN_PREFIX",
+    "POLL_INTERVAL",
+    "AsyncFalRequestHandle",
+    "FalBackend",
+    "FalRequestHandle",
+    "FalStatus",
+    "LogLine",
+]
+
+DEFAULT_QUEUE_URL = "https://queue.fal.run"
+DEFAULT_RUN_URL = "https://fal.run"
+DEFAULT_REST_URL = "https://rest.fal.ai"
+DEFAULT_CDN_URL = "https://v3.fal.media"
+
+LOCAL_RUN_PREFIX = "/run"
+"""Under `base_url`, the sync run and `/stream` routes live here."""
+LOCAL_REST_PREFIX = "/rest"
+"""Under `base_url`, the storage token and upload-initiate routes live here."""
+LOCAL_CDN_PREFIX = "/cdn"
+"""Under `base_url`, the CDN upload route lives here."""
+BASE_URL_ENV = "LLAVA_FAL_BASE_URL"
+
+POLL_INTERVAL = 0.25
+"""Seconds between status polls, when the status stream cannot be used."""
+STREAM_IDLE_TIMEOUT = 15.0
+"""A status stream silent this long is dropped for polling (fal-js uses 15 s too)."""
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+"""Per-call read limit for submit, status, result and cancel."""
+RUN_TIMEOUT = 600.0
+"""Per-read limit for sync runs and /stream, which hold the answer back while the model works."""
+INLINE_THRESHOLD = 128 * 1024
+"""Images (after resizing) of at most this many bytes go inline as a data URI the first time
+they are sent; an image sent again, or a larger one, is uploaded once to fal storage and
+sent by URL from then on."""
+_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+"""Limits of the httpx clients made when a proxy is configured."""
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+QueueCallback = Callable[[FalStatus], Any]
+T = TypeVar("T")
+
+
+def _proxied() -> bool:
+    """Whether a proxy variable is set."""
+    return any(os.environ.get(name) for name in PROXY_VARIABLES)
+
+
+def _secret(value: str | SecretStr | None) -> SecretStr | None:
+    if value is None or isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(f"api_key must be a string, not {type(value).__name__}.")
+    if header_problem("Authorization", value) is not None:
+        raise ConfigurationError("api_key has a line break or NUL in it; copy the key again without it.")
+    return SecretStr(value)
+
+
+def _env_key() -> SecretStr | None:
+    key = os.environ.get("FAL_KEY", "").strip()
+    if key:
+        return SecretStr(key)
+    key_id = os.environ.get("FAL_KEY_ID", "").strip()
+    key_secret = os.environ.get("FAL_KEY_SECRET", "").strip()
+    if key_id and key_secret:
+        return SecretStr(f"{key_id}:{key_secret}")
+    return None
+
+
+def _check_url(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an http(s) URL such as https://queue.fal.run, not {url!r}.")
+    return url.rstrip("/")
+
+
+class FalBackend(Closeable):
+    """LLaVA on fal: the queue protocol (default), or `mode="run"` for one synchronous call.
+
+    `generate` submits the request to fal's queue, follows its status (SSE stream,
+    polling as fallback) and fetches the result at once; `stream` reads the
+    endpoint's `/stream`. `submit` returns a handle to follow a job yourself, and
+    `handle(request_id)` resumes one from another process.
+
+    The key comes from `api_key=`, else `FAL_KEY`, else `FAL_KEY_ID` + `FAL_KEY_SECRET`,
+    and is looked up at the first call. With `base_url=` (or `LLAVA_FAL_BASE_URL`)
+    pointing at a server of your own, no key is needed, and one from the environment
+    is not sent there.
+
+    `timeout` is a wall clock over a whole call: when it runs out the fal job is
+    cancelled (PUT cancel) and `DeadlineExceededError` is raised. `start_timeout`
+    is fal's server-side limit on the wait for a runner (`X-Fal-Request-Timeout`).
+    """
+
+    context_window = CONTEXT_WINDOW
+    exact_token_counts = False
+
+    def __init__(
+        self,
+        model: str = DEFAULT_ENDPOINT,
+        *,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        queue_url: str | None = None,
+        run_url: str | None = None,
+        rest_url: str | None = None,
+        cdn_url: str | None = None,
+        mode: Literal["queue", "run"] = "queue",
+        timeout: float | None = None,
+        max_retries: int = retry.MAX_ATTEMPTS - 1,
+        start_timeout: float | None = None,
+        priority: Literal["normal", "low"] | None = None,
+        webhook_url: str | None = None,
+        hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        on_queue_update: QueueCallback | None = None,
+        resize: ResizePolicy | None = ResizePolicy(),  # noqa: B008 - frozen, shared safely
+        inline_threshold: int = INLINE_THRESHOLD,
+        text_only: TextOnly = "placeholder",
+        status_stream: bool = True,
+        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._model = check_endpoint(model)
+        if mode not in ("queue", "run"):
+            raise ConfigurationError(f"mode must be 'queue' or 'run', not {mode!r}.")
+        if text_only not in ("placeholder", "error"):
+            raise ConfigurationError(f"text_only must be 'placeholder' or 'error', not {text_only!r}.")
+        if priority not in (None, "normal", "low"):
+            raise ConfigurationError(f"priority must be 'normal' or 'low', not {priority!r}.")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be a whole number >= 0, not {max_retries!r}.")
+        if (
+            isinstance(inline_threshold, bool)
+            or not isinstance(inline_threshold, int)
+            or inline_threshold < 0
+        ):
+            raise ConfigurationError(f"inline_threshold must be a byte count >= 0, not {inline_threshold!r}.")
+        if on_queue_update is not None and not callable(on_queue_update):
+            raise ConfigurationError("on_queue_update must be a function taking a FalStatus.")
+        self.mode = mode
+        self.timeout = finite_positive("timeout", timeout)
+        self.on_queue_update = on_queue_update
+        base = base_url or os.environ.get(BASE_URL_ENV) or None
+        if base is not None:
+            base = _check_url("base_url", base)
+        self._api_key = _secret(api_key)
+        self._config_template = FalConfig(
+            queue_url=_check_url("queue_url", queue_url or base or DEFAULT_QUEUE_URL),
+            run_url=_check_url("run_url", run_url or (base + LOCAL_RUN_PREFIX if base else DEFAULT_RUN_URL)),
+            rest_url=_check_url(
+                "rest_url", rest_url or (base + LOCAL_REST_PREFIX if base else DEFAULT_REST_URL)
+            ),
+            cdn_url=_check_url("cdn_url", cdn_url or (base + LOCAL_CDN_PREFIX if base else DEFAULT_CDN_URL)),
+            user_agent=f"llava-bridge/{__version__}",
+            extra_headers=_check_headers(headers),
+            start_timeout=finite_positive("start_timeout", start_timeout),
+            priority=priority,
+            hint=hint,
+            webhook_url=_check_url("webhook_url", webhook_url) if webhook_url else None,
+            max_attempts=max_retries + 1,
+            poll_interval=finite_positive("poll_interval", poll_interval) or POLL_INTERVAL,
+            stream_idle_timeout=finite_positive("stream_idle_timeout", stream_idle_timeout)
+            or STREAM_IDLE_TIMEOUT,
+            connect_timeout=finite_positive("connect_timeout", connect_timeout) or CONNECT_TIMEOUT,
+            read_timeout=finite_positive("read_timeout", read_timeout) or READ_TIMEOUT,
+            run_timeout=RUN_TIMEOUT,
+            use_status_stream=bool(status_stream),
+        )
+        self._resize = resize
+        self._inline_threshold = inline_threshold
+        self._text_only: TextOnly = text_only
+        self._storage = StorageState()
+        self._context: FalContext | None = None
+        self._http_client = http_client
+        self._async_http_client = async_http_client
+        self._own_sync: SyncPool | HttpxSync | None = None
+        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncPool | HttpxAsync]] = {}
+        self._lock = threading.Lock()
+
+    # -- what the Backend protocol asks ------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (fal does not expose the tokenizer); see `exact_token_counts`."""
+        return estimate_tokens(text)
+
+    def generate(self, request: VisionRequest) -> VisionResult:
+        """Answer through the queue (or one sync call in `mode="run"`), blocking."""
+        flow = (run_flow if self.mode == "run" else queue_flow)(self._ctx(), request, self.timeout)
+        return self._run(flow, self.on_queue_update)
+
+    async def agenerate(self, request: VisionRequest) -> VisionResult:
+        """Async `generate`."""
+        flow = (run_flow if self.mode == "run" else queue_flow)(self._ctx(), request, self.timeout)
+        return await self._arun(flow, self.on_queue_update)
+
+    def stream(self, request: VisionRequest) -> Iterator[VisionChunk]:
+        """Yield the new text of each `/stream` event; the last chunk carries the result."""
+        flow = stream_flow(self._ctx(), request, self.timeout)
+        yield from self._iterate(flow)
+
+    async def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
+        """Async `stream`."""
+        flow = stream_flow(self._ctx(), request, self.timeout)
+        async for chunk in self._aiterate(flow):
+            yield chunk
+
+    # -- the queue, by hand --------------------------------------------------------------
+
+    def submit(self, request: VisionRequest) -> FalRequestHandle:
+        """Queue the request and return a handle to follow, fetch or cancel it."""
+        ctx = self._ctx()
+        job, prepared = self._run(submit_job_flow(ctx, Deadline.after(self.timeout), request))
+        return FalRequestHandle(self, job, prepared)
+
+    async def asubmit(self, request: VisionRequest) -> AsyncFalRequestHandle:
+        """Async `submit`."""
+        ctx = self._ctx()
+        flow = submit_job_flow(ctx, Deadline.after(self.timeout), request)
+        job, prepared = await self._arun(flow)
+        return AsyncFalRequestHandle(self, job, prepared)
+
+    def handle(self, request_id: str, *, model: str | None = None) -> FalRequestHandle:
+        """A handle on a job submitted earlier (by this or another process)."""
+        endpoint = check_endpoint(model) if model else self._model
+        return FalRequestHandle(self, Job.resume(request_id, endpoint, self._config_template.queue_url), None)
+
+    def ahandle(self, request_id: str, *, model: str | None = None) -> AsyncFalRequestHandle:
+        """An async handle on a job submitted earlier."""
+        endpoint = check_endpoint(model) if model else self._model
+        return AsyncFalRequestHandle(
+            self, Job.resume(request_id, endpoint, self._config_template.queue_url), None
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def uploads(self) -> int:
+        """How many images this backend has uploaded to fal storage."""
+        return self._storage.uploads
+
+    def _ctx(self) -> FalContext:
+        """The flows' context; resolves the key on first use (raising when it is missing)."""
+        if self._context is not None:
+            return self._context
+        template = self._config_template
+        key, explicit = self._api_key, self._api_key is not None
+        if key is None:
+            key = _env_key()
+        hosts = (template.queue_url, template.run_url, template.rest_url, template.cdn_url)
+        if key is None and any(is_fal_host(url) for url in hosts):
+            raise MissingCredentialsError()
+        config = dataclasses.replace(template, key=key, key_explicit=explicit)
+        self._context = FalContext(
+            config=config,
+            storage=self._storage,
+            model=self._model,
+            resize=self._resize,
+            inline_threshold=self._inline_threshold,
+            text_only=self._text_only,
+        )
+        return self._context
+
+    def _run(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
+        return run_sync(flow, self._transport(), on_emit)
+
+    def _iterate(self, flow: Flow[Any]) -> Iterator[Any]:
+        return iterate_sync(flow, self._transport())
+
+    async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
+        return await run_async(flow, self._async_transport(), on_emit)
+
+    async def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
+        async for value in iterate_async(flow, self._async_transport()):
+            yield value
+
+    def _transport(self) -> SyncPool | HttpxSync:
+        """The injected client, or our own pool (httpx when a proxy variable is set: it honours them)."""
+        if self._http_client is not None:
+            return HttpxSync(self._http_client)
+        with self._lock:
+            if self._own_sync is None:
+                self._own_sync = HttpxSync(httpx.Client(limits=_LIMITS)) if _proxied() else SyncPool()
+            return self._own_sync
+
+    def _async_transport(self) -> AsyncPool | HttpxAsync:
+        """The injected async client, or our own pool for the running event loop (pools cannot
+        cross loops)."""
+        if self._async_http_client is not None:
+            return HttpxAsync(self._async_http_client)
+        loop = asyncio.get_running_loop()
+        entry = self._own_async.get(id(loop))
+        if entry is None or entry[0]() is not loop:
+            with self._lock:
+                for key, (ref, _) in list(self._own_async.items()):
+                    old = ref()
+                    if old is None or old.is_closed():
+                        del self._own_async[key]
+                own = HttpxAsync(httpx.AsyncClient(limits=_LIMITS)) if _proxied() else AsyncPool()
+                entry = (weakref.ref(loop), own)
+                self._own_async[id(loop)] = entry
+        return entry[1]
+
+    def close(self) -> None:
+        """Close the connections this backend opened (an injected client is left open)."""
+        with self._lock:
+            own, self._own_sync = self._own_sync, None
+        if own is not None:
+            own.close()
+
+    async def aclose(self) -> None:
+        """Close this backend's connections for the running event loop, and the sync ones."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._own_async.pop(id(loop), None)
+        if entry is not None:
+            await entry[1].aclose()
+        self.close()
+
+    def __repr__(self) -> str:
+        queue_url = self._config_template.queue_url
+        return f"FalBackend(model={self._model!r}, mode={self.mode!r}, queue_url={queue_url!r})"
+
+
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigurationError("headers must be a mapping of header names to string values.")
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ConfigurationError(f"headers=: {problem}.")
+    return dict(headers)
+
+
+class _Handle:
+    """What both handles share: the job, and the IO-free flows their methods drive."""
+
+    def __init__(self, backend: FalBackend, job: Job, prepared: Prepared | None) -> None:
+        self._backend = backend
+        self._job = job
+        self._prepared = prepared
+
+    @property
+    def request_id(self) -> str:
+        return self._job.request_id
+
+    @property
+    def model(self) -> str:
+        return self._job.endpoint
+
+    def _status_flow(self) -> Flow[FalStatus]:
+        return status_flow(self._backend._ctx().config, Deadline(), self._job)
+
+    def _events_flow(self) -> Flow[FalStatus]:
+        return events_flow(self._backend._ctx(), self._job)
+
+    def _result_flow(self, timeout: float | None) -> Flow[VisionResult]:
+        deadline = Deadline.after(finite_positive("timeout", timeout) or self._backend.timeout)
+        return finish_flow(self._backend._ctx(), deadline, self._job, self._prepared)
+
+    def _cancel_flow(self) -> Flow[str]:
+        return cancel_flow(self._backend._ctx().config, Deadline(), self._job)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(request_id={self.request_id!r}, model={self.model!r})"
+
+
+class FalRequestHandle(_Handle):
+    """A queued fal job: follow it, fetch its result, or cancel it."""
+
+    def status(self) -> FalStatus:
+        """One status poll; `logs` holds every line so far."""
+        return self._backend._run(self._status_flow())
+
+    def iter_events(self) -> Iterator[FalStatus]:
+        """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
+        yield from self._backend._iterate(self._events_flow())
+
+    def result(self, *, timeout: float | None = None) -> VisionResult:
+        """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
+        return self._backend._run(self._result_flow(timeout), self._backend.on_queue_update)
+
+    def cancel(self) -> str:
+        """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
+        return self._backend._run(self._cancel_flow())
+
+
+class AsyncFalRequestHandle(_Handle):
+    """Async twin of `FalRequestHandle`."""
+
+    async def status(self) -> FalStatus:
+        """One status poll; `logs` holds every line so far."""
+        return await self._backend._arun(self._status_flow())
+
+    async def iter_events(self) -> AsyncIterator[FalStatus]:
+        """Status updates until the job completes (the last one is COMPLETED); logs are new lines only."""
+        async for status in self._backend._aiterate(self._events_flow()):
+            yield status
+
+    async def result(self, *, timeout: float | None = None) -> VisionResult:
+        """Wait for the job and fetch its result; `timeout` (default: the backend's) cancels it on expiry."""
+        return await self._backend._arun(self._result_flow(timeout), self._backend.on_queue_update)
+
+    async def cancel(self) -> str:
+        """Ask fal to cancel; returns its answer (``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED``...)."""
+        return await self._backend._arun(self._cancel_flow())

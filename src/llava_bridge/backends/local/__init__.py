@@ -1,0 +1,1 @@
+"""`TransformersBackend`: LLaVA in this process: loading, template, engine, micro-batcher."""

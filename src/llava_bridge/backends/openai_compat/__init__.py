@@ -1,0 +1,1 @@
+"""`OpenAICompatBackend`: LLaVA behind any OpenAI-compatible chat server."""

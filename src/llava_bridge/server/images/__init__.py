@@ -1,0 +1,1 @@
+"""Image URLs of jobs: SSRF guard, fetching, decoding."""

@@ -1,0 +1,1 @@
+"""The HTTP routes: fal's queue, run and stream, and storage."""

@@ -1,0 +1,305 @@
+"""fal's queue API (reference/fal-api.md §1.3-1.6): submit, status, status stream, result, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from llava_bridge.errors import LlavaError
+from llava_bridge.server.context import ServerContext, base_url, get_context
+from llava_bridge.server.http.sse import sse_event
+from llava_bridge.server.inputs import LlavaInput, error_answer, to_vision_request
+from llava_bridge.server.jobs import store
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["queue"])
+
+Context = Annotated[ServerContext, Depends(get_context)]
+
+STREAM_POLL_S = 0.1
+STREAM_HEARTBEAT_S = 5.0
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown endpoint or request id."}}
+
+
+class SubmitAnswer(BaseModel):
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    status: str
+    queue_position: int
+
+
+class StatusAnswer(BaseModel):
+    status: str
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    logs: list[dict[str, str]] | None = None
+    queue_position: int | None = None
+    metrics: dict[str, float] | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class CancelAnswer(BaseModel):
+    status: str
+
+
+def _urls(request: Request, app: str, job_id: str) -> dict[str, str]:
+    response_url = f"{base_url(request)}/{app}/requests/{job_id}"
+    return {
+        "response_url": response_url,
+        "status_url": f"{response_url}/status",
+        "cancel_url": f"{response_url}/cancel",
+    }
+
+
+def _start_deadline(header: str | None, now: float) -> float | None:
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise HTTPException(
+            400, detail="X-Fal-Request-Timeout must be a positive number of seconds.", headers=_bad_request
+        )
+    return now + seconds
+
+
+_bad_request = {"X-Fal-Error-Type": "bad_request"}
+
+
+@router.post(
+    "/{owner}/{alias}",
+    response_model=SubmitAnswer,
+    responses={**_NOT_FOUND, 422: {"description": "Invalid input, refused before queueing."}},
+    summary="Queue a request",
+)
+async def submit(
+    owner: str,
+    alias: str,
+    arguments: LlavaInput,
+    request: Request,
+    context: Context,
+    fal_webhook: Annotated[str | None, Query(description="Not supported here; answered with 400.")] = None,
+    x_fal_request_timeout: Annotated[
+        str | None, Header(description="Seconds the request may wait to start.")
+    ] = None,
+    x_llava_request_id: Annotated[
+        str | None,
+        Header(
+            description="A UUID the client proposes as the request id. Submitting again with the same id "
+            "returns the job the first submit made instead of queueing another (idempotent), so a client "
+            "whose connection broke after sending can find out whether its job was queued."
+        ),
+    ] = None,
+) -> JSONResponse:
+    app = context.app_id(owner, alias)
+    if fal_webhook is not None:
+        raise HTTPException(
+            400, detail="Webhooks (fal_webhook) are not supported by llava-bridge serve; poll status."
+        )
+    now = time.time()
+    deadline = _start_deadline(x_fal_request_timeout, now)
+    file_id = context.resolver.stored_file_id(arguments.image_url, base_url(request))
+    try:
+        to_vision_request(arguments, None)
+        await context.resolver.check(arguments.image_url, file_id)
+    except LlavaError as exc:
+        status, body = error_answer(exc)
+        return JSONResponse(body, status_code=status)
+    job_id = _proposed_id(x_llava_request_id) or str(uuid.uuid4())
+    payload = arguments.model_dump(exclude_none=True)
+    created, job, position = await context.db.call(
+        lambda conn: store.submit(
+            conn,
+            job_id=job_id,
+            app=app,
+            endpoint=app,
+            arguments=payload,
+            image_file=file_id,
+            now=now,
+            start_deadline=deadline,
+        )
+    )
+    if not created and (job.app != app or job.input != payload):
+        raise HTTPException(
+            409,
+            detail=f"Request id {job_id!r} was already used for a different request; propose a new id.",
+        )
+    if created:
+        context.runner.wake()
+    body = {
+        "request_id": job_id,
+        **_urls(request, app, job_id),
+        "status": job.state,
+        "queue_position": position,
+    }
+    return JSONResponse(body, headers={"X-Fal-Request-Id": job_id})
+
+
+def _proposed_id(header: str | None) -> str | None:
+    """The client's proposed request id, if it is a UUID (anything else is refused)."""
+    if header is None:
+        return None
+    try:
+        return str(uuid.UUID(header.strip()))
+    except ValueError:
+        raise HTTPException(
+            400, detail="X-Llava-Request-Id must be a UUID, e.g. str(uuid.uuid4()).", headers=_bad_request
+        ) from None
+
+
+async def _job(context: ServerContext, app: str, job_id: str) -> store.Job:
+    job = await context.db.call(lambda conn: store.get(conn, job_id))
+    if job is None or job.app != app:
+        raise HTTPException(404, detail=f"Request {job_id!r} not found (unknown, or its result has expired).")
+    return job
+
+
+async def _status_body(
+    context: ServerContext, request: Request, job: store.Job, logs: list[store.LogEntry] | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": job.state,
+        "request_id": job.id,
+        **_urls(request, job.app, job.id),
+        "logs": None if logs is None else [entry.to_json() for entry in logs],
+    }
+    if job.state == "IN_QUEUE":
+        body["queue_position"] = await context.db.call(lambda conn: store.queue_position(conn, job))
+    if job.state == "COMPLETED":
+        body["metrics"] = {} if job.inference_time is None else {"inference_time": job.inference_time}
+        body["error"] = job.error
+        body["error_type"] = job.error_type
+    return body
+
+
+@router.get(
+    "/{owner}/{alias}/requests/{request_id}/status",
+    response_model=StatusAnswer,
+    responses={**_NOT_FOUND, 202: {"description": "Queued or running.", "model": StatusAnswer}},
+    summary="Request status (200 when completed, 202 before)",
+)
+async def status(
+    owner: str,
+    alias: str,
+    request_id: str,
+    request: Request,
+    context: Context,
+    logs: Annotated[bool, Query(description="Include the cumulative log lines.")] = False,
+) -> JSONResponse:
+    app = context.app_id(owner, alias)
+    job = await _job(context, app, request_id)
+    entries = await context.db.call(lambda conn: store.logs(conn, job.id)) if logs else None
+    body = await _status_body(context, request, job, entries)
+    code = 200 if job.state == "COMPLETED" else 202
+    return JSONResponse(body, status_code=code, headers={"X-Fal-Request-Id": job.id})
+
+
+@router.get(
+    "/{owner}/{alias}/requests/{request_id}/status/stream",
+    responses={**_NOT_FOUND, 200: {"content": {"text/event-stream": {}}, "description": "Status events."}},
+    summary="Status as server-sent events until COMPLETED (logs are new lines only)",
+)
+async def status_stream(
+    owner: str,
+    alias: str,
+    request_id: str,
+    request: Request,
+    context: Context,
+    logs: Annotated[bool, Query(description="Include new log lines in each event.")] = False,
+) -> StreamingResponse:
+    app = context.app_id(owner, alias)
+    await _job(context, app, request_id)
+
+    async def events() -> AsyncIterator[str]:
+        last_log = 0
+        last_sent: dict[str, Any] | None = None
+        last_time = 0.0
+        while True:
+            job = await context.db.call(lambda conn: store.get(conn, request_id))
+            if job is None:
+                yield sse_event({"detail": "The request's result has expired."}, event="error")
+                return
+            entries = (
+                await context.db.call(functools.partial(store.logs, job_id=request_id, after=last_log))
+                if logs
+                else None
+            )
+            if entries:
+                last_log = entries[-1].seq
+            body = await _status_body(context, request, job, entries)
+            bare = {key: value for key, value in body.items() if key != "logs"}
+            now = time.monotonic()
+            if entries or bare != last_sent or now - last_time >= STREAM_HEARTBEAT_S:
+                yield sse_event(body)
+                last_sent, last_time = bare, now
+            if job.state == "COMPLETED":
+                return
+            await asyncio.sleep(STREAM_POLL_S)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get(
+    "/{owner}/{alias}/requests/{request_id}",
+    responses={
+        **_NOT_FOUND,
+        200: {"description": "The model's output: {output, partial, finish_reason, usage}."},
+        400: {"description": "The request has not completed yet."},
+        422: {"description": "The model refused the input (same body the model gave)."},
+    },
+    summary="The result, or the model's error with its status code",
+)
+async def result(owner: str, alias: str, request_id: str, context: Context) -> JSONResponse:
+    app = context.app_id(owner, alias)
+    job = await _job(context, app, request_id)
+    if job.state != "COMPLETED" or job.result_status is None:
+        raise HTTPException(400, detail="Request is still in progress; poll its status_url until COMPLETED.")
+    headers = {"X-Fal-Request-Id": job.id}
+    if job.error_type:
+        headers["X-Fal-Error-Type"] = job.error_type
+    return JSONResponse(job.result_body, status_code=job.result_status, headers=headers)
+
+
+_CANCEL_CODES = {"OK": 200, "CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400, "NOT_FOUND": 404}
+
+
+@router.put(
+    "/{owner}/{alias}/requests/{request_id}/cancel",
+    response_model=CancelAnswer,
+    responses={
+        202: {"description": "CANCELLATION_REQUESTED: the running job was signalled.", "model": CancelAnswer},
+        400: {"description": "ALREADY_COMPLETED."},
+        404: {"description": "NOT_FOUND."},
+    },
+    summary="Cancel: OK (removed from the queue), CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND",
+)
+async def cancel(owner: str, alias: str, request_id: str, context: Context) -> JSONResponse:
+    app = context.app_id(owner, alias)
+    job = await context.db.call(lambda conn: store.get(conn, request_id))
+    outcome: store.CancelOutcome = "NOT_FOUND"
+    if job is not None and job.app == app:
+        outcome = await context.runner.cancel(request_id)
+    body: dict[str, Any] = {"status": outcome}
+    if outcome in ("ALREADY_COMPLETED", "NOT_FOUND"):
+        body["detail"] = (
+            "The request has already completed." if outcome == "ALREADY_COMPLETED" else "No such request."
+        )
+    return JSONResponse(body, status_code=_CANCEL_CODES[outcome])
