@@ -13,8 +13,9 @@ from PIL import Image
 
 from llava_bridge import ImageInput, InvalidRequestError, ResizePolicy, VisionRequest
 from llava_bridge.backends._transport.effects import Compute, HttpRequest, Sleep
-from llava_bridge.backends._transport.flows import Deadline, FalConfig
+from llava_bridge.backends._transport.flows import Deadline
 from llava_bridge.backends.fal.backend import FalBackend
+from llava_bridge.backends.fal.settings import FalConfig
 from llava_bridge.backends.fal.uploads import StorageState, image_url_flow
 from tests.fal.conftest import photo_bytes
 from tests.fal.fal_test_server import FalTestServer

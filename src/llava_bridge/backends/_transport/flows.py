@@ -6,12 +6,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
-from urllib.parse import urlsplit
-
-from pydantic import SecretStr
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from llava_bridge.backends._transport.effects import (
     Effect,
@@ -42,9 +39,8 @@ __all__ = [
     "Abandoned",
     "Deadline",
     "DeadlineHit",
-    "FalConfig",
+    "CallSettings",
     "call",
-    "is_fal_host",
     "open_stream",
     "raise_for_status",
     "unexpected_answer",
@@ -52,15 +48,8 @@ __all__ = [
 
 logger = logging.getLogger("llava_bridge.fal")
 
-FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
 MAX_ERROR_TEXT = 1000
 """Characters of a non-JSON error body (an nginx page) kept in an error."""
-
-
-def is_fal_host(url: str) -> bool:
-    """Whether `url` points at one of fal's own domains."""
-    host = (urlsplit(url).hostname or "").lower()
-    return any(host == domain or host.endswith("." + domain) for domain in FAL_DOMAINS)
 
 
 class DeadlineHit(Exception):
@@ -98,58 +87,19 @@ class Deadline:
         return max(left, 0.0) if seconds is None else max(min(seconds, left), 0.0)
 
 
-@dataclass(frozen=True)
-class FalConfig:
-    """Everything a flow needs to know about where and how to call fal."""
+class CallSettings(Protocol):
+    """What `call` and `open_stream` read from a backend's settings."""
 
-    queue_url: str
-    run_url: str
-    rest_url: str
-    cdn_url: str
-    key: SecretStr | None = None
-    key_explicit: bool = False
-    """An explicit api_key= goes to every host; a key from the environment only to fal's."""
-    user_agent: str = "llava-bridge"
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
-    start_timeout: float | None = None
-    priority: str | None = None
-    hint: str | None = None
-    webhook_url: str | None = None
-    max_attempts: int = 5
-    poll_interval: float = 0.25
-    stream_idle_timeout: float = 15.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    run_timeout: float | None = 600.0
-    use_status_stream: bool = True
-    rng: random.Random = field(default_factory=random.Random)
-    idempotent_hosts: set[str] = field(default_factory=set)
-    """Queue URLs seen to adopt a proposed request id (learned; shared by copies of the config)."""
-    submit_grace: float = 5.0
-    """Seconds past the caller's deadline a submit may take to read its request id, so the
-    job can be cancelled instead of left running unseen."""
+    @property
+    def max_attempts(self) -> int: ...
 
-    def __repr__(self) -> str:  # never show the key
-        return f"FalConfig(queue_url={self.queue_url!r}, run_url={self.run_url!r})"
+    @property
+    def rng(self) -> random.Random: ...
 
-    def headers(self, url: str) -> dict[str, str]:
-        """Headers for any call to `url`: user agent and, where it belongs, the key."""
-        headers = {"User-Agent": self.user_agent}
-        if self.key is not None and (self.key_explicit or is_fal_host(url)):
-            headers["Authorization"] = f"Key {self.key.get_secret_value()}"
-        return headers
-
-    def job_headers(self, url: str) -> dict[str, str]:
-        """Headers for a call that starts work (submit, run, stream): the options too."""
-        headers = self.headers(url)
-        if self.start_timeout is not None:
-            headers["X-Fal-Request-Timeout"] = f"{self.start_timeout:g}"
-        if self.priority is not None:
-            headers["X-Fal-Queue-Priority"] = self.priority
-        if self.hint is not None:
-            headers["X-Fal-Runner-Hint"] = self.hint
-        headers.update(self.extra_headers)
-        return headers
+    @property
+    def submit_grace(self) -> float:
+        """Seconds past the deadline a submit may take to read its request id."""
+        ...
 
 
 StatusRule = Callable[[HttpResponse, Phase], bool]
@@ -160,7 +110,7 @@ def default_status_rule(response: HttpResponse, phase: Phase) -> bool:
 
 
 def call(
-    config: FalConfig,
+    config: CallSettings,
     deadline: Deadline,
     request: HttpRequest,
     *,
@@ -191,7 +141,7 @@ def call(
 
 
 def open_stream(
-    config: FalConfig, deadline: Deadline, request: HttpRequest
+    config: CallSettings, deadline: Deadline, request: HttpRequest
 ) -> Generator[Effect, Any, HttpResponse]:
     """Open an SSE response, retrying as `call` does; an error status is returned."""
     attempt = 0
@@ -221,7 +171,7 @@ def _bounded(request: HttpRequest, deadline: Deadline, grace: float = 0.0) -> Ht
 
 
 def _next_delay(
-    config: FalConfig,
+    config: CallSettings,
     deadline: Deadline,
     request: HttpRequest,
     reply: Any,

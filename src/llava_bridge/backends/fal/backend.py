@@ -35,7 +35,7 @@ from llava_bridge._version import __version__
 from llava_bridge.backends._transport.async_pool import AsyncPool
 from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
 from llava_bridge.backends._transport.effects import Flow
-from llava_bridge.backends._transport.flows import Deadline, FalConfig, finite_positive, is_fal_host
+from llava_bridge.backends._transport.flows import Deadline, finite_positive
 from llava_bridge.backends._transport.h1 import header_problem
 from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
 from llava_bridge.backends._transport.sync_pool import SyncPool
@@ -53,6 +53,7 @@ from llava_bridge.backends.fal.ops import (
     submit_job_flow,
 )
 from llava_bridge.backends.fal.queue import FalStatus, Job, LogLine, cancel_flow, status_flow
+from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.backends.fal.uploads import StorageState
 from llava_bridge.errors import ConfigurationError, MissingCredentialsError
 from llava_bridge.images import ResizePolicy

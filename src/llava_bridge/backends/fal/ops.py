@@ -24,7 +24,6 @@ from llava_bridge.backends._transport.flows import (
     Abandoned,
     Deadline,
     DeadlineHit,
-    FalConfig,
     call,
     open_stream,
     raise_for_status,
@@ -48,6 +47,7 @@ from llava_bridge.backends.fal.queue import (
     submit_flow,
     wait_flow,
 )
+from llava_bridge.backends.fal.settings import FalConfig
 from llava_bridge.backends.fal.uploads import StorageState, image_url_flow, placeholder_image
 from llava_bridge.errors import APIConnectionError, DeadlineExceededError, InvalidRequestError, JobFailedError
 from llava_bridge.images import ResizePolicy

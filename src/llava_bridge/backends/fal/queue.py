@@ -32,12 +32,12 @@ from llava_bridge.backends._transport.effects import (
 from llava_bridge.backends._transport.flows import (
     Deadline,
     DeadlineHit,
-    FalConfig,
     call,
     raise_for_status,
     unexpected_answer,
 )
 from llava_bridge.backends.fal.endpoints import app_path
+from llava_bridge.backends.fal.settings import FalConfig
 from llava_bridge.errors import InvalidRequestError, JobFailedError
 from llava_bridge.retry import Phase, should_retry_status
 

@@ -35,12 +35,11 @@ from llava_bridge.backends._transport.effects import Compute, Effect, HttpReques
 from llava_bridge.backends._transport.flows import (
     Deadline,
     DeadlineHit,
-    FalConfig,
     call,
-    is_fal_host,
     raise_for_status,
     unexpected_answer,
 )
+from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.errors import APIConnectionError, APIStatusError
 from llava_bridge.images import ImageInput, ResizePolicy
 from llava_bridge.retry import Phase
