@@ -84,7 +84,9 @@ class TransportFailure:
     message: str
     timed_out: bool = False
     fatal: bool = False
-    """A mistake in the request itself (bad URL scheme): never retried."""
+    """A mistake in the request itself (bad URL scheme), or an answer over a limit: never retried."""
+    over_limit: bool = False
+    """The answer broke a client limit (body size, SSE line length); `fatal` too."""
 
 
 @dataclass(frozen=True)

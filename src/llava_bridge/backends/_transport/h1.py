@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
+from llava_bridge.backends._transport.failures import UnusableRequest
+
 __all__ = [
     "End",
     "Head",
@@ -36,10 +38,6 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 
 class ProtocolError(Exception):
     """The server's bytes are not a well-formed HTTP/1.1 response."""
-
-
-class UnusableRequest(ValueError):
-    """The request cannot be put on the wire as given (bad scheme, host, header)."""
 
 
 @dataclass(frozen=True)

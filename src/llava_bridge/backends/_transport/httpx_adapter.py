@@ -11,29 +11,16 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
+from llava_bridge.backends._transport.failures import to_failure
 from llava_bridge.backends._transport.pool_base import Broken
 from llava_bridge.retry import Failure
 
 __all__ = ["HttpxAsync", "HttpxSync", "classify"]
 
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.WriteError,  # the body did not get out whole: the server cannot act on it
-    httpx.WriteTimeout,
-    httpx.ProxyError,
-)
-_FATAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)
-
 
 def classify(exc: Exception) -> TransportFailure:
-    """Classify an httpx exception: could the server have received the request?"""
-    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, _FATAL):
-        return TransportFailure(Failure.NOT_SENT, f"{message}; check the URL and headers", fatal=True)
-    failure = Failure.NOT_SENT if isinstance(exc, _NOT_SENT) else Failure.AFTER_SEND
-    return TransportFailure(failure, message, timed_out=isinstance(exc, httpx.TimeoutException))
+    """Classify an httpx exception (the one table in `failures`)."""
+    return to_failure(exc)
 
 
 def _build(client: httpx.Client | httpx.AsyncClient, request: HttpRequest) -> httpx.Request:

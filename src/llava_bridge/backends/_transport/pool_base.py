@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
+from llava_bridge.backends._transport.failures import to_failure
 from llava_bridge.backends._transport.h1 import Head, Origin, encode_request, origin_and_target
-from llava_bridge.retry import Failure
 
 __all__ = [
     "KEEPALIVE_EXPIRY",
@@ -75,11 +75,7 @@ def response(head: Head, body: bytes = b"") -> HttpResponse:
 
 def failure(exc: BaseException, *, sent: bool) -> TransportFailure:
     """Classify `exc`: `sent` says whether the whole request had gone out when it happened."""
-    timed_out = isinstance(exc, TimeoutError)
-    kind = "timed out" if timed_out and not str(exc) else f"{type(exc).__name__}: {exc}"
-    if not sent and isinstance(exc, ssl.SSLCertVerificationError):
-        kind = f"TLS certificate check failed: {exc.verify_message or exc}"
-    return TransportFailure(Failure.AFTER_SEND if sent else Failure.NOT_SENT, kind, timed_out=timed_out)
+    return to_failure(exc, sent=sent)
 
 
 def shorter(limit: float | None, other: float | None) -> float | None:
