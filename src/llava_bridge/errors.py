@@ -53,17 +53,34 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "ServerError",
     "UnprocessableEntityError",
     "UnsupportedContentError",
+    "replace_advice",
     "status_error",
 ]
+
+AUTH_ADVICE = "Check FAL_KEY (or api_key=): the server did not accept it."
+PERMISSION_ADVICE = "The key is not allowed to run this; see the detail above."
 
 
 class LlavaError(Exception):
     """Base class of every llava-bridge error."""
 
     retryable: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the message and every attribute, whatever `__init__` takes (errors
+        cross process boundaries: multiprocessing, Ray)."""
+        return (_restore, (type(self), self.args), self.__dict__)
+
+
+def _restore(cls: type[LlavaError], args: tuple[Any, ...]) -> LlavaError:
+    """An unpickled error: `args` as given, attributes set by pickle from its state."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
 
 
 class ConfigurationError(LlavaError):
@@ -126,6 +143,14 @@ class AmbiguousSubmitError(APIConnectionError):
     The job may be queued and will run (and be billed). It was not re-sent, so
     that it does not run twice.
     """
+
+    retryable = False
+
+
+class ResponseTooLargeError(APIConnectionError):
+    """The server's answer broke a client limit (body size, event-stream line length).
+
+    Not retried: the same server would send the same answer."""
 
     retryable = False
 
@@ -234,9 +259,9 @@ def status_error(
         error_type = raw_type if isinstance(raw_type, str) else None
     cls: type[APIStatusError]
     if status_code == 401:
-        cls, advice = AuthenticationError, "Check FAL_KEY (or api_key=): the server did not accept it."
+        cls, advice = AuthenticationError, AUTH_ADVICE
     elif status_code == 403:
-        cls, advice = PermissionDeniedError, "The key is not allowed to run this; see the detail above."
+        cls, advice = PermissionDeniedError, PERMISSION_ADVICE
     elif status_code == 404:
         cls = NotFoundError
         advice = (
@@ -266,3 +291,11 @@ def status_error(
         error_type=error_type,
         body=body,
     )
+
+
+def replace_advice(message: str, advice: str) -> str:
+    """`message` of a 401/403 with its generic advice replaced by `advice` (appended if absent)."""
+    for generic in (AUTH_ADVICE, PERMISSION_ADVICE):
+        if generic in message:
+            return message.replace(generic, advice)
+    return f"{message}\n{advice}"
