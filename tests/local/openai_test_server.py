@@ -87,6 +87,15 @@ class OpenAITestServer:
         with self._lock:
             self._faults.extend(Fault(kind, **options) for _ in range(count))
 
+    def reset(self) -> None:
+        """Forget requests, faults and settings, as if just started."""
+        with self._lock:
+            self.requests.clear()
+            self.headers.clear()
+            self._faults.clear()
+        self.api_key = None
+        self.leak_stop_tokens = False
+
     def _next_fault(self) -> Fault | None:
         with self._lock:
             return self._faults.pop(0) if self._faults else None

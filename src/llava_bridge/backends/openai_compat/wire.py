@@ -286,6 +286,8 @@ def error_from_response(status: int, headers: Mapping[str, str], content: bytes)
 
 def _cause(failure: TransportFailure) -> str:
     """The failure's exception name ("ConnectError"), or its message when it names none."""
+    if failure.timed_out:
+        return "timed out"
     name, colon, _ = failure.message.partition(":")
     return name if colon and name.isidentifier() else failure.message
 
