@@ -18,11 +18,8 @@ four at one server, such as `llava-bridge serve`, with this layout:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -33,6 +30,7 @@ from pydantic import SecretStr
 from llava_bridge import retry
 from llava_bridge._version import __version__
 from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.choice import PROXY_VARIABLES, Transports
 from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
 from llava_bridge.backends._transport.effects import Flow
 from llava_bridge.backends._transport.flows import Deadline, finite_positive
@@ -71,6 +69,7 @@ __all__ = [
     "LOCAL_REST_PREFIX",
     "LOCAL_RUN_PREFIX",
     "POLL_INTERVAL",
+    "PROXY_VARIABLES",
     "AsyncFalRequestHandle",
     "FalBackend",
     "FalRequestHandle",
@@ -104,17 +103,9 @@ INLINE_THRESHOLD = 128 * 1024
 """Images (after resizing) of at most this many bytes go inline as a data URI the first time
 they are sent; an image sent again, or a larger one, is uploaded once to fal storage and
 sent by URL from then on."""
-_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-"""Limits of the httpx clients made when a proxy is configured."""
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 QueueCallback = Callable[[FalStatus], Any]
 T = TypeVar("T")
-
-
-def _proxied() -> bool:
-    """Whether a proxy variable is set."""
-    return any(os.environ.get(name) for name in PROXY_VARIABLES)
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:
@@ -247,11 +238,7 @@ class FalBackend(Closeable):
         self._text_only: TextOnly = text_only
         self._storage = StorageState()
         self._context: FalContext | None = None
-        self._http_client = http_client
-        self._async_http_client = async_http_client
-        self._own_sync: SyncPool | HttpxSync | None = None
-        self._own_async: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncPool | HttpxAsync]] = {}
-        self._lock = threading.Lock()
+        self._transports = Transports(http_client, async_http_client)
 
     # -- what the Backend protocol asks ------------------------------------------------
 
@@ -354,47 +341,18 @@ class FalBackend(Closeable):
             yield value
 
     def _transport(self) -> SyncPool | HttpxSync:
-        """The injected client, or our own pool (httpx when a proxy variable is set: it honours them)."""
-        if self._http_client is not None:
-            return HttpxSync(self._http_client)
-        with self._lock:
-            if self._own_sync is None:
-                self._own_sync = HttpxSync(httpx.Client(limits=_LIMITS)) if _proxied() else SyncPool()
-            return self._own_sync
+        return self._transports.sync()
 
     def _async_transport(self) -> AsyncPool | HttpxAsync:
-        """The injected async client, or our own pool for the running event loop (pools cannot
-        cross loops)."""
-        if self._async_http_client is not None:
-            return HttpxAsync(self._async_http_client)
-        loop = asyncio.get_running_loop()
-        entry = self._own_async.get(id(loop))
-        if entry is None or entry[0]() is not loop:
-            with self._lock:
-                for key, (ref, _) in list(self._own_async.items()):
-                    old = ref()
-                    if old is None or old.is_closed():
-                        del self._own_async[key]
-                own = HttpxAsync(httpx.AsyncClient(limits=_LIMITS)) if _proxied() else AsyncPool()
-                entry = (weakref.ref(loop), own)
-                self._own_async[id(loop)] = entry
-        return entry[1]
+        return self._transports.for_running_loop()
 
     def close(self) -> None:
         """Close the connections this backend opened (an injected client is left open)."""
-        with self._lock:
-            own, self._own_sync = self._own_sync, None
-        if own is not None:
-            own.close()
+        self._transports.close()
 
     async def aclose(self) -> None:
         """Close this backend's connections for the running event loop, and the sync ones."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._own_async.pop(id(loop), None)
-        if entry is not None:
-            await entry[1].aclose()
-        self.close()
+        await self._transports.aclose()
 
     def __repr__(self) -> str:
         queue_url = self._config_template.queue_url
