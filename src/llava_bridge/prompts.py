@@ -15,6 +15,7 @@ max_new_tokens - template overhead.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -123,21 +124,25 @@ def fit_to_context(
 ) -> tuple[VisionRequest, TokenBudget]:
     """Drop the oldest turns until the request fits; raise ContextOverflowError if it cannot.
 
-    The system prompts and the latest user turn are always kept; whole turns are
-    dropped from the oldest, and the turn holding the image is kept with the image
-    or the image moves to no turn (it is then dropped with its turn).
+    The system prompts and the latest user turn are always kept; the other turns
+    are kept newest first while they fit, so the history sent is the longest recent
+    stretch that fits. The turn holding the image keeps it, or the image is dropped
+    with its turn. Turns are counted newest first and counting stops at the first
+    turn that does not fit: a history of any length costs one pass over its roles
+    plus one count per kept turn (and one more).
     """
     counter = count_tokens or estimate_tokens
+    messages = request.messages
     image_tokens = IMAGE_TOKENS if request.image is not None else 0
     budget = TokenBudget(context_window, image_tokens, request.max_new_tokens, 0, 0, count_tokens is None)
     available = budget.available
-    costs = [counter(m.content) + TURN_OVERHEAD_TOKENS for m in request.messages]
-    total = sum(costs)
-    if total <= available:
-        return request, replace(budget, prompt_tokens=total + image_tokens + PROMPT_OVERHEAD_TOKENS)
+    last = len(messages) - 1
 
-    last = len(request.messages) - 1
-    fixed = sum(c for i, c in enumerate(costs) if i == last or request.messages[i].role == "system")
+    def cost(index: int) -> int:
+        return counter(messages[index].content) + TURN_OVERHEAD_TOKENS
+
+    systems = [i for i, m in enumerate(messages) if m.role == "system" and i != last]
+    fixed = cost(last) + sum(cost(i) for i in systems)
     if fixed > available:
         what = "estimated " if count_tokens is None else ""
         raise ContextOverflowError(
@@ -148,33 +153,36 @@ def fit_to_context(
             needed=fixed,
             available=available,
         )
-    keep = [i == last or m.role == "system" for i, m in enumerate(request.messages)]
     used = fixed
-    for index in range(last - 1, -1, -1):  # newest history first
-        if keep[index]:
+    history: list[tuple[int, int]] = []  # (index, cost), newest first
+    for index in range(last - 1, -1, -1):
+        if messages[index].role == "system":
             continue
-        if used + costs[index] > available:
+        turn_cost = cost(index)
+        if used + turn_cost > available:
             break
-        keep[index] = True
-        used += costs[index]
-    kept = [i for i, flag in enumerate(keep) if flag]
+        history.append((index, turn_cost))
+        used += turn_cost
+    if len(history) + len(systems) == last:  # nothing dropped
+        return request, replace(budget, prompt_tokens=used + image_tokens + PROMPT_OVERHEAD_TOKENS)
     # A conversation must not start with an assistant turn after the system prompt.
-    first_turn = next(i for i, k in enumerate(kept) if request.messages[k].role != "system")
-    while kept[first_turn] != last and request.messages[kept[first_turn]].role == "assistant":
-        used -= costs[kept[first_turn]]
-        kept.pop(first_turn)
-    image_index = request.image_index
-    new_image_turn = kept.index(image_index) if image_index in kept else None
-    update: dict[str, object] = {"messages": tuple(request.messages[i] for i in kept)}
+    while history and messages[history[-1][0]].role == "assistant":
+        used -= history.pop()[1]
+    kept = sorted({*systems, *(index for index, _ in history), last})
+    update: dict[str, object] = {"messages": tuple(messages[i] for i in kept)}
     if request.image is not None:
-        if new_image_turn is None:
+        image_index = request.image_index
+        position = bisect.bisect_left(kept, image_index) if image_index is not None else len(kept)
+        if position < len(kept) and kept[position] == image_index:
+            update["image_turn"] = position
+        else:
             update["image"] = None
+            update["image_turn"] = None
             image_tokens = 0
-        update["image_turn"] = new_image_turn
     trimmed = request.model_copy(update=update)
     return trimmed, replace(
         budget,
         image_tokens=image_tokens,
         prompt_tokens=used + image_tokens + PROMPT_OVERHEAD_TOKENS,
-        dropped_turns=len(request.messages) - len(kept),
+        dropped_turns=len(messages) - len(kept),
     )

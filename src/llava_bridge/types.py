@@ -27,7 +27,8 @@ DEFAULT_MAX_NEW_TOKENS = 256
 MAX_NEW_TOKENS_LIMIT = 4096
 """The model was trained on 4,096 tokens in all; no answer can be longer."""
 MAX_PROMPT_CHARS = 200_000
-"""A prompt longer than this cannot fit any LLaVA context; refused before sending."""
+"""A latest message or system prompt longer than this cannot fit any LLaVA context; refused
+before sending. Older turns have no cap: they are trimmed to fit (`prompts.fit_to_context`)."""
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
@@ -136,12 +137,14 @@ class VisionRequest(BaseModel):
             )
         for text in (*(m.content for m in self.messages), *self.stop):
             _check_unicode(text)
-        total = sum(len(m.content) for m in self.messages)
-        if total > MAX_PROMPT_CHARS:
-            raise InvalidPromptError(
-                f"The conversation is {total:,} characters, over the {MAX_PROMPT_CHARS:,} limit "
-                "no LLaVA context can hold; shorten it."
-            )
+        last = len(self.messages) - 1
+        for index, message in enumerate(self.messages):  # the turns trimming always keeps
+            if (index == last or message.role == "system") and len(message.content) > MAX_PROMPT_CHARS:
+                which = "latest message" if index == last else f"system prompt (turn {index})"
+                raise InvalidPromptError(
+                    f"The {which} is {len(message.content):,} characters, over the "
+                    f"{MAX_PROMPT_CHARS:,} no LLaVA context can hold; shorten it."
+                )
         if self.image_turn is not None:
             if not 0 <= self.image_turn < len(self.messages):
                 raise InvalidRequestError(f"image_turn {self.image_turn} is outside the conversation.")
@@ -191,13 +194,17 @@ def _typed_error(exc: ValidationError) -> InvalidRequestError:
 
 
 class Usage(BaseModel):
-    """Token counts; `estimated` is true when they were not counted by the model's tokenizer."""
+    """Token counts; `estimated` is true when they were not counted by the model's tokenizer.
+
+    `dropped_turns` counts the oldest turns the backend left out to fit its context.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    dropped_turns: int = 0
 
     @property
     def total_tokens(self) -> int:

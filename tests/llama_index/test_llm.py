@@ -185,12 +185,8 @@ def test_bad_blocks_fail_before_anything_is_sent(colour_backend: FakeBackend) ->
 
 async def test_async_stream_with_bad_input_raises_on_the_call(colour_backend: FakeBackend) -> None:
     llm = LlavaLLM(backend=colour_backend)
-    with pytest.raises(ValueError, match="2 images"):
-        await llm.astream_chat(
-            ask(
-                ImageBlock(image=colour_png("red")), ImageBlock(image=colour_png("navy")), TextBlock(text="?")
-            )
-        )
+    with pytest.raises(ValueError, match="5 of them; multi_image='grid' tiles at most 4"):
+        await llm.astream_chat(ask(*[ImageBlock(image=colour_png("red"))] * 5, TextBlock(text="?")))
 
 
 def test_multi_image_policy_field(colour_backend: FakeBackend) -> None:

@@ -180,12 +180,13 @@ def test_the_latest_image_turn_wins_over_older_ones() -> None:
     assert dominant_name(request.image) == "navy"  # type: ignore[arg-type]
 
 
-def test_two_images_in_one_turn_are_an_error_by_default() -> None:
+def test_two_images_in_one_turn_are_tiled_by_default_or_refused_on_request() -> None:
     message = user(
         ImageBlock(image=colour_png("red")), ImageBlock(image=colour_png("navy")), TextBlock(text="?")
     )
-    with pytest.raises(UnsupportedContentError, match="2 images but LLaVA takes one") as caught:
-        to_vision_request([message], SETTINGS)
+    assert to_vision_request([message], SETTINGS).image.size == (672, 336)  # type: ignore[union-attr]
+    with pytest.raises(UnsupportedContentError, match="2 of them.*multi_image='error'") as caught:
+        to_vision_request([message], RequestSettings(multi_image="error"))
     assert isinstance(caught.value, ValueError)
 
 

@@ -96,6 +96,14 @@ async def test_async_stream_stops_early_too() -> None:
     assert backend.pulled == 3
 
 
+def test_stops_go_to_the_backend_which_cuts_them_once() -> None:
+    backend = DeltaBackend(["a ", "STOP", " b"], apply_stops=False)  # a backend that ignores stops
+    llm = ChatLlava(backend=backend, stop=["STOP"])
+    assert llm.invoke("hi").content == "a STOP b"  # ChatLlava does not cut a second time
+    assert "".join(str(c.content) for c in llm.stream("hi")) == "a STOP b"
+    assert backend.requests[-1].stop == ("STOP",)
+
+
 def test_exact_usage_from_the_backend_is_not_flagged() -> None:
     backend = DeltaBackend(["Hello"], usage=Usage(prompt_tokens=11, completion_tokens=2, estimated=False))
     answer = ChatLlava(backend=backend).invoke("hi")
@@ -266,11 +274,12 @@ def test_chunks_sum_to_the_invoke_message(png_b64: str) -> None:
     assert full.response_metadata["model_name"] == "fake-llava"
 
 
-def test_api_key_is_a_secret_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_is_a_secret_and_fal_key_is_left_to_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAL_KEY", "env-key-123")
-    llm = ChatLlava()
-    assert isinstance(llm.api_key, SecretStr) and llm.api_key.get_secret_value() == "env-key-123"
-    assert "env-key-123" not in repr(llm)
+    assert ChatLlava().api_key is None  # FalBackend's key rule decides where FAL_KEY goes
+    llm = ChatLlava(api_key="code-key-456")
+    assert isinstance(llm.api_key, SecretStr) and llm.api_key.get_secret_value() == "code-key-456"
+    assert "code-key-456" not in repr(llm)
 
 
 def test_default_backend_is_fal_built_from_the_fields(monkeypatch: pytest.MonkeyPatch) -> None:

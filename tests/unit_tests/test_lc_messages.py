@@ -76,8 +76,33 @@ def test_declared_type_that_contradicts_the_bytes_is_refused(png_b64: str) -> No
 
 
 def test_local_path_in_an_image_url_is_refused() -> None:
-    with pytest.raises(InvalidImageError, match="only http, https and data"):
+    with pytest.raises(InvalidImageError, match="http\\(s\\) URLs and data: URIs only"):
         convert([ask({"type": "image_url", "image_url": "file:///etc/passwd"})])
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        pytest.param({"type": "image", "url": "cat.jpg"}, id="v1-url-file-name"),
+        pytest.param({"type": "image", "url": "/home/me/cat.jpg"}, id="v1-url-path"),
+        pytest.param({"type": "image", "source_type": "url", "url": "cat.jpg"}, id="v0-url-file-name"),
+        pytest.param({"type": "image_url", "image_url": {"url": "cat.jpg"}}, id="openai-dict-file-name"),
+        pytest.param({"type": "image_url", "image_url": "file:///tmp/cat.jpg"}, id="openai-file-url"),
+        pytest.param({"type": "image", "base64": "cat.jpg", "mime_type": "image/jpeg"}, id="v1-base64-name"),
+        pytest.param({"type": "image", "source_type": "base64", "data": "@@@"}, id="v0-base64-junk"),
+        pytest.param({"type": "image_url", "image_url": "data:image/png;base64,@@@"}, id="bad-data-uri"),
+        pytest.param({"type": "image", "path": "cat.jpg"}, id="v1-path-key"),
+        pytest.param({"type": "image_url", "image_url": {}}, id="openai-no-url"),
+        pytest.param({"type": "image", "source_type": "path", "path": "x"}, id="v0-unknown-source"),
+    ],
+)
+def test_bad_image_blocks_get_block_form_advice_not_python_advice(block: dict[str, Any]) -> None:
+    with pytest.raises((InvalidImageError, UnsupportedContentError)) as caught:
+        convert([ask(block)])
+    message = str(caught.value)
+    assert "'type': 'image', 'base64'" in message and "'type': 'image_url'" in message
+    assert "'type': 'image', 'url'" in message
+    assert "pathlib" not in message and "from_path" not in message
 
 
 @pytest.mark.parametrize(
@@ -91,7 +116,7 @@ def test_local_path_in_an_image_url_is_refused() -> None:
         ({"type": "file", "file_id": "f1"}, "a file block"),
         ({"type": "tool_call", "name": "x", "args": {}, "id": "1"}, "no tool calling"),
         ({"type": "mystery"}, "'mystery'"),
-        ({"type": "image"}, "no url, base64 or file_id"),
+        ({"type": "image"}, "no url or base64"),
     ],
 )
 def test_unsupported_blocks_are_named(block: dict[str, Any], named: str) -> None:
@@ -116,8 +141,10 @@ def test_several_images_in_the_latest_turn_follow_the_policy(png_bytes: bytes, j
     png = ImageInput.from_bytes(png_bytes).to_data_uri()
     jpeg = ImageInput.from_bytes(jpeg_bytes).to_data_uri()
     message = ask({"type": "image_url", "image_url": png}, {"type": "image_url", "image_url": jpeg})
-    with pytest.raises(UnsupportedContentError, match="has 2 of them.*multi_image='first'"):
-        convert([message])
+    with pytest.raises(UnsupportedContentError, match="has 2 of them.*multi_image='grid'"):
+        convert([message], multi_image="error")
+    grid = convert([message]).image  # the default tiles them
+    assert grid.source == "grid of 2 images" and grid.size == (2 * 336, 336)
     assert convert([message], multi_image="first").image.mime_type == "image/png"
     assert convert([message], multi_image="last").image.mime_type == "image/jpeg"
 
@@ -161,8 +188,10 @@ def test_consecutive_same_role_messages_are_merged(png_b64: str) -> None:
 
 def test_two_images_in_merged_consecutive_human_messages_count_as_one_turn(png_b64: str) -> None:
     block = {"type": "image", "base64": png_b64}
+    messages: list[BaseMessage] = [HumanMessage(content=[block]), HumanMessage(content=["Compare", block])]
     with pytest.raises(UnsupportedContentError, match="has 2 of them"):
-        convert([HumanMessage(content=[block]), HumanMessage(content=["Compare", block])])
+        convert(messages, multi_image="error")
+    assert convert(messages).image.source == "grid of 2 images"
 
 
 def test_reasoning_of_an_earlier_answer_is_skipped_but_not_in_user_turns() -> None:

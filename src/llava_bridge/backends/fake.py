@@ -86,6 +86,7 @@ class FakeBackend:
             prompt_tokens=budget.prompt_tokens,
             completion_tokens=min(len(words), request.max_new_tokens),
             estimated=True,
+            dropped_turns=budget.dropped_turns,
         )
         return VisionResult(
             text=text,

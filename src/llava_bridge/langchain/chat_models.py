@@ -15,34 +15,25 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langchain_core.utils import secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from llava_bridge.backends.base import Backend
+from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.langchain._backend import check_backend, lazy_backend, provider_name
 from llava_bridge.langchain.errors import translated_errors
 from llava_bridge.langchain.messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
 from llava_bridge.langchain.structured import structured_runnable
-from llava_bridge.prompts import (
-    CONTEXT_WINDOW,
-    IMAGE_TOKENS,
-    PROMPT_OVERHEAD_TOKENS,
-    TURN_OVERHEAD_TOKENS,
-    TokenBudget,
-    fit_to_context,
-)
-from llava_bridge.stops import StopScanner, cut_at_stop
+from llava_bridge.prompts import CONTEXT_WINDOW, IMAGE_TOKENS, PROMPT_OVERHEAD_TOKENS, TURN_OVERHEAD_TOKENS
 from llava_bridge.types import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS_LIMIT,
-    FinishReason,
     VisionRequest,
     VisionResult,
 )
 
 __all__ = ["DEFAULT_MODEL", "ChatLlava"]
 
-DEFAULT_MODEL = "fal-ai/llava-llama3-8b-v11"
+DEFAULT_MODEL = DEFAULT_ENDPOINT
 _CALL_OPTIONS = frozenset(
     {"model", "max_tokens", "max_new_tokens", "temperature", "top_p", "json_instructions", "stream"}
 )
@@ -50,10 +41,9 @@ _CALL_OPTIONS = frozenset(
 
 @dataclass(frozen=True)
 class _Call:
-    """One call, ready to send: the trimmed request, its budget and the backend."""
+    """One call, ready to send: the request (the backend fits it to its context) and the backend."""
 
     request: VisionRequest
-    budget: TokenBudget
     backend: Backend
 
 
@@ -66,10 +56,13 @@ class ChatLlava(BaseChatModel):
     Messages may hold text and images: v1 ``image`` blocks (``url``, or ``base64``
     with ``mime_type``), OpenAI ``image_url`` blocks and legacy ``source_type``
     blocks. LLaVA takes one image per request: the one of the latest human turn
-    that has one (several there: see ``multi_image``). History is rendered into
-    the model's single prompt and trimmed, oldest turns first, to fit its context;
-    when even the latest turn cannot fit, LangChain's ``ContextOverflowError`` is
-    raised. Stop sequences are applied on the client. There is no tool calling
+    that has one; 2-4 images there are tiled into one grid by default (the model
+    sees one 336-px square, so each image gets less of it; see ``multi_image``).
+    Merging, image choice and text-only chats follow ``llava_bridge.conversation``,
+    as in LlamaIndex. The backend trims the history, oldest turns first, to fit its
+    context (``response_metadata["dropped_turns"]`` counts them); when even the
+    latest turn cannot fit, LangChain's ``ContextOverflowError`` is raised. Stop
+    sequences are applied by the backend, on the client. There is no tool calling
     (see ``LlavaImageTool`` for agents); ``with_structured_output`` works by JSON
     instructions in the prompt plus parsing.
 
@@ -102,15 +95,16 @@ class ChatLlava(BaseChatModel):
     """Seconds the backend may take for one request (None: the backend's default)."""
     max_retries: int | None = None
     """Retries of transient failures (None: the backend's default)."""
-    api_key: SecretStr | None = Field(default_factory=secret_from_env("FAL_KEY", default=None))
-    """fal key; read from FAL_KEY when not given."""
+    api_key: SecretStr | None = None
+    """fal key; when None the default FalBackend uses FAL_KEY, for fal and LLAVA_FAL_BASE_URL only."""
     base_url: str | None = None
     """Point the default FalBackend at another fal-compatible server (e.g. `llava-bridge serve`)."""
     backend: Any = Field(default=None, exclude=True)
     """Any llava-bridge backend; a FalBackend built from the fields above when None."""
     streaming: bool = False
-    multi_image: MultiImagePolicy = "error"
-    """Several images in the latest human turn with images: 'error', or use the 'first' or 'last'."""
+    multi_image: MultiImagePolicy = "grid"
+    """Several images in the latest human turn with images: 'grid' (2-4 tiled into one picture),
+    'first', 'last' or 'error'."""
     text_only: TextOnlyPolicy = "allow"
     """A conversation with no image: 'allow' (fal gets a neutral placeholder image) or 'error'."""
 
@@ -186,7 +180,7 @@ class ChatLlava(BaseChatModel):
     def to_request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None = None, **kwargs: Any
     ) -> VisionRequest:
-        """The core `VisionRequest` these messages and call options make (before trimming)."""
+        """The core `VisionRequest` these messages and call options make (the backend trims it)."""
         unknown = set(kwargs) - _CALL_OPTIONS
         if unknown:
             raise TypeError(
@@ -211,13 +205,7 @@ class ChatLlava(BaseChatModel):
         return request
 
     def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Call:
-        backend = self.get_backend()
-        request, budget = fit_to_context(
-            self.to_request(messages, stop, **kwargs),
-            context_window=getattr(backend, "context_window", CONTEXT_WINDOW),
-            count_tokens=backend.count_tokens,
-        )
-        return _Call(request, budget, backend)
+        return _Call(self.to_request(messages, stop, **kwargs), self.get_backend())
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -351,76 +339,67 @@ class ChatLlava(BaseChatModel):
 
 
 def _usage(call: _Call, result: VisionResult | None, text: str) -> tuple[UsageMetadata, bool]:
-    """Usage from the backend when it knows it, else an estimate; and whether it is estimated."""
+    """Usage from the backend when it knows it, else an estimate of the answer; and whether estimated."""
     if result is not None and (result.usage.prompt_tokens or result.usage.completion_tokens):
         prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         estimated = result.usage.estimated
     else:
-        prompt, completion, estimated = call.budget.prompt_tokens, call.backend.count_tokens(text), True
+        prompt, completion, estimated = 0, call.backend.count_tokens(text), True
     usage = UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
     return usage, estimated
 
 
-def _metadata(
-    call: _Call, result: VisionResult | None, finish_reason: FinishReason | None, estimated: bool
-) -> dict[str, Any]:
+def _metadata(call: _Call, result: VisionResult | None, estimated: bool) -> dict[str, Any]:
     return {
         "model_name": (result.model if result else None) or call.request.model or call.backend.model_name,
         "model_provider": "llava",
-        "finish_reason": finish_reason,
+        "finish_reason": result.finish_reason if result else None,
         "request_id": result.request_id if result else None,
         "metrics": dict(result.metrics) if result else {},
         "usage_estimated": estimated,
-        "dropped_turns": call.budget.dropped_turns,
+        "dropped_turns": result.usage.dropped_turns if result else 0,
     }
 
 
 def _chat_result(call: _Call, result: VisionResult) -> ChatResult:
-    text, stopped = cut_at_stop(result.text, call.request.stop)
-    usage, estimated = _usage(call, result, text)
-    finish: FinishReason | None = "stop" if stopped else result.finish_reason
+    usage, estimated = _usage(call, result, result.text)
     message = AIMessage(
-        content=text,
+        content=result.text,
         usage_metadata=usage,
-        response_metadata=_metadata(call, result, finish, estimated),
+        response_metadata=_metadata(call, result, estimated),
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 class _StreamAssembler:
-    """Turns backend deltas into chunks: stop strings cut the stream, metadata rides the last chunk."""
+    """Turns backend deltas (stops already cut by the backend) into chunks; metadata rides the last."""
 
     def __init__(self, call: _Call) -> None:
         self._call = call
-        self._scanner = StopScanner(call.request.stop)
         self._texts: list[str] = []
         self.done = False
 
     def feed(self, delta: str, result: VisionResult | None) -> Iterator[ChatGenerationChunk]:
-        text = self._scanner.feed(delta)
-        if result is None and not self._scanner.stopped:
-            if text:
-                self._texts.append(text)
-                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if result is None:
+            if delta:
+                self._texts.append(delta)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
             return
-        yield self._last(text + self._scanner.flush(), result)
+        yield self._last(delta, result)
 
     def finish(self) -> Iterator[ChatGenerationChunk]:
-        """The last chunk, when the stream ended without a result or a stop."""
+        """The last chunk, when the stream ended without a result."""
         if not self.done:
-            yield self._last(self._scanner.flush(), None)
+            yield self._last("", None)
 
     def _last(self, text: str, result: VisionResult | None) -> ChatGenerationChunk:
         self.done = True
         self._texts.append(text)
         usage, estimated = _usage(self._call, result, "".join(self._texts))
-        finish: FinishReason | None = "stop" if self._scanner.stopped else None
-        if finish is None and result is not None:
-            finish = result.finish_reason
         message = AIMessageChunk(
             content=text,
             usage_metadata=usage,
-            response_metadata=_metadata(self._call, result, finish, estimated),
+            response_metadata=_metadata(self._call, result, estimated),
             chunk_position="last",
         )
         return ChatGenerationChunk(message=message)

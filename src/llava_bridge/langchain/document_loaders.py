@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from llava_bridge import errors
 from llava_bridge.backends.base import Backend
+from llava_bridge.defaults import DESCRIBE_PROMPT, IMAGE_SUFFIXES
 from llava_bridge.images import ImageInput
 from llava_bridge.langchain._backend import build_fal_backend, check_backend
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
@@ -26,11 +27,7 @@ __all__ = ["DEFAULT_PROMPT", "IMAGE_SUFFIXES", "ImageFailure", "LlavaImageLoader
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = (
-    "Describe this image in detail for a search index: the main subjects, their setting, "
-    "any visible text, and notable colours or objects."
-)
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
+DEFAULT_PROMPT = DESCRIBE_PROMPT
 _PER_IMAGE_ERRORS = (
     errors.InvalidRequestError,
     errors.UnprocessableEntityError,

@@ -7,22 +7,23 @@ OpenAI `image_url` blocks (URL or data URI, dict or string form). Everything els
 block: nothing is dropped silently, except the `reasoning`/`thinking` blocks of
 another model's earlier answers, which were never part of the conversation.
 
-LLaVA takes one image. The image used is the one of the latest user turn that
-has one; several images in that turn follow `multi_image` ("error", "first",
-"last"). Consecutive messages of one role are merged into one turn.
+Each message becomes a core `Turn`; which image is sent, merging, several images
+(`multi_image`) and text-only chats follow `llava_bridge.conversation`, the policy
+LlamaIndex's adapter shares. An image block LLaVA cannot use (a bare file name, a
+`file:` URL) is refused with the block forms that work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
 
-from llava_bridge.errors import UnsupportedContentError
+from llava_bridge.conversation import MultiImagePolicy, TextOnlyPolicy, Turn, build_request
+from llava_bridge.errors import InvalidImageError, UnsupportedContentError
 from llava_bridge.images import ImageInput
-from llava_bridge.types import Message, Role, VisionRequest
+from llava_bridge.types import Role, VisionRequest
 
 __all__ = [
     "MultiImagePolicy",
@@ -32,9 +33,6 @@ __all__ = [
     "messages_to_request",
     "parse_content",
 ]
-
-MultiImagePolicy = Literal["error", "first", "last"]
-TextOnlyPolicy = Literal["allow", "error"]
 
 _ROLE_NAMES: dict[str, Role] = {
     "user": "user",
@@ -49,19 +47,13 @@ _TOOL_BLOCKS = frozenset(
     {"tool_call", "tool_call_chunk", "invalid_tool_call", "tool_use", "server_tool_call", "tool_result"}
 )
 _NO_TOOLS = "LLaVA has no tool calling; give it text and images only (for agents, use LlavaImageTool)."
-
-
-@dataclass
-class Turn:
-    """One message reduced to what LLaVA takes: its role, text parts and images."""
-
-    role: Role
-    texts: list[str] = field(default_factory=list)
-    images: list[ImageInput] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(t for t in self.texts if t)
+BLOCK_FORMS = (
+    "{'type': 'image', 'base64': '<base64 data>', 'mime_type': 'image/jpeg'}, "
+    "{'type': 'image_url', 'image_url': {'url': 'data:image/jpeg;base64,...' or 'https://...'}}, "
+    "or {'type': 'image', 'url': 'https://...'}"
+)
+"""The image block forms ChatLlava takes, quoted in its advice."""
+_LOCAL_FILE = "For a local file, read its bytes and send them base64-encoded in the first form."
 
 
 def message_role(message: BaseMessage) -> Role:
@@ -83,14 +75,14 @@ def message_role(message: BaseMessage) -> Role:
 
 
 def parse_content(content: str | Sequence[Any], role: Role) -> Turn:
-    """Split a message's content into text parts and images; refuse what LLaVA cannot take."""
-    turn = Turn(role=role)
+    """A message's content as a core turn; refuse what LLaVA cannot take."""
     if isinstance(content, str):
-        turn.texts.append(content)
-        return turn
+        return Turn(role, content)
+    texts: list[str] = []
+    images: list[ImageInput] = []
     for position, block in enumerate(content):
         if isinstance(block, str):
-            turn.texts.append(block)
+            texts.append(block)
             continue
         if not isinstance(block, Mapping):
             raise UnsupportedContentError(
@@ -98,18 +90,18 @@ def parse_content(content: str | Sequence[Any], role: Role) -> Turn:
             )
         kind = block.get("type")
         if kind == "text":
-            turn.texts.append(str(block.get("text", "")))
+            texts.append(str(block.get("text", "")))
         elif kind in ("image", "image_url"):
             if role != "user":
                 raise UnsupportedContentError(
                     f"An image block in a {role} message (part {position}); images go in human messages."
                 )
-            turn.images.append(_image_from_block(block, position))
+            images.append(_image_from_block(block, position))
         elif kind in _SKIPPED_IN_ANSWERS and role == "assistant":
             continue
         else:
             raise UnsupportedContentError(_unsupported_message(block, position))
-    return turn
+    return Turn(role, "\n".join(t for t in texts if t), tuple(images))
 
 
 def messages_to_request(
@@ -120,53 +112,19 @@ def messages_to_request(
     top_p: float | None = None,
     stop: Sequence[str] | None = None,
     model: str | None = None,
-    multi_image: MultiImagePolicy = "error",
+    multi_image: MultiImagePolicy = "grid",
     text_only: TextOnlyPolicy = "allow",
 ) -> VisionRequest:
     """The `VisionRequest` for a LangChain conversation (pure: reads no file, fetches no URL)."""
-    turns = _merge_same_role([parse_content(m.content, message_role(m)) for m in messages])
-    turns = [t for i, t in enumerate(turns) if t.text or t.images or i == len(turns) - 1]
-    image_turn = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].images), None)
-    image = None
-    if image_turn is not None:
-        image = _pick_image(turns[image_turn].images, multi_image)
-    elif text_only == "error":
-        raise UnsupportedContentError(
-            "The conversation has no image and text_only='error' is set; add an image block "
-            "to a human message, or set text_only='allow'."
-        )
-    return VisionRequest(
-        messages=tuple(Message(role=t.role, content=t.text) for t in turns),
-        image=image,
-        image_turn=image_turn,
+    return build_request(
+        [parse_content(m.content, message_role(m)) for m in messages],
+        multi_image=multi_image,
+        text_only=text_only,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         stop=tuple(stop or ()),
         model=model,
-    )
-
-
-def _merge_same_role(turns: list[Turn]) -> list[Turn]:
-    merged: list[Turn] = []
-    for turn in turns:
-        if merged and merged[-1].role == turn.role:
-            previous = merged[-1]
-            joined = "\n\n".join(t for t in (previous.text, turn.text) if t)
-            merged[-1] = Turn(previous.role, [joined], previous.images + turn.images)
-        else:
-            merged.append(Turn(turn.role, [turn.text], list(turn.images)))
-    return merged
-
-
-def _pick_image(images: list[ImageInput], policy: MultiImagePolicy) -> ImageInput:
-    if len(images) == 1 or policy == "first":
-        return images[0]
-    if policy == "last":
-        return images[-1]
-    raise UnsupportedContentError(
-        f"The latest message with images has {len(images)} of them; LLaVA takes one per request. "
-        "Send one image, or choose which one with multi_image='first' or multi_image='last'."
     )
 
 
@@ -177,33 +135,55 @@ def _image_from_block(block: Mapping[str, Any], position: int) -> ImageInput:
         value = block.get("image_url")
         url = value.get("url") if isinstance(value, Mapping) else value
         if not isinstance(url, str) or not url:
-            raise UnsupportedContentError(
-                f"The image_url {where} has no URL; give {{'image_url': {{'url': 'https://...'}}}}."
-            )
-        return ImageInput.from_url(url)
+            raise UnsupportedContentError(f"The image_url {where} has no URL. Send one of: {BLOCK_FORMS}.")
+        return _from_url(url, where)
     source_type = block.get("source_type")
     if source_type is not None:  # legacy v0 block
         if source_type == "url":
-            return ImageInput.from_url(_required_str(block, "url", where))
+            return _from_url(_required_str(block, "url", where), where)
         if source_type == "base64":
-            return _from_base64(_required_str(block, "data", where), block.get("mime_type"))
+            return _from_base64(_required_str(block, "data", where), block.get("mime_type"), where)
         if source_type == "id":
             raise UnsupportedContentError(_file_id_message(where))
-        raise UnsupportedContentError(f"The {where} has source_type {source_type!r}; use 'url' or 'base64'.")
+        raise UnsupportedContentError(
+            f"The {where} has source_type {source_type!r}; send one of: {BLOCK_FORMS}."
+        )
     if block.get("url"):
-        return ImageInput.from_url(_required_str(block, "url", where))
+        return _from_url(_required_str(block, "url", where), where)
     if block.get("base64"):
-        return _from_base64(_required_str(block, "base64", where), block.get("mime_type"))
+        return _from_base64(_required_str(block, "base64", where), block.get("mime_type"), where)
     if block.get("file_id"):
         raise UnsupportedContentError(_file_id_message(where))
-    raise UnsupportedContentError(
-        f"The {where} has no url, base64 or file_id; e.g. {{'type': 'image', 'url': 'https://...'}}."
-    )
+    raise UnsupportedContentError(f"The {where} has no url or base64. Send one of: {BLOCK_FORMS}.")
 
 
-def _from_base64(data: str, mime_type: Any) -> ImageInput:
+def _from_url(url: str, where: str) -> ImageInput:
+    """An http(s) URL or a data URI; anything else (a file name, file:) gets block-form advice."""
+    text = url.strip()
+    scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+    if scheme not in ("http", "https", "data"):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        problem = f"has the scheme {scheme + ':'!r}" if scheme else "has no scheme (a file name?)"
+        raise InvalidImageError(
+            f"The {where} URL {shown!r} {problem}; LLaVA takes http(s) URLs and data: URIs only. "
+            f"Send one of: {BLOCK_FORMS}. {_LOCAL_FILE}"
+        )
+    if scheme != "data":
+        return ImageInput.from_url(text)
+    try:
+        return ImageInput.from_url(text)
+    except InvalidImageError as exc:
+        raise InvalidImageError(f"The {where}: {exc} Send one of: {BLOCK_FORMS}.") from None
+
+
+def _from_base64(data: str, mime_type: Any, where: str) -> ImageInput:
     declared = mime_type if isinstance(mime_type, str) else ""
-    return ImageInput.from_data_uri(f"data:{declared};base64,{data}")
+    try:
+        return ImageInput.from_data_uri(f"data:{declared};base64,{data}")
+    except InvalidImageError as exc:
+        raise InvalidImageError(
+            f"The {where} holds base64 that is not an image: {exc} Send one of: {BLOCK_FORMS}. {_LOCAL_FILE}"
+        ) from None
 
 
 def _required_str(block: Mapping[str, Any], key: str, where: str) -> str:

@@ -1,4 +1,4 @@
-"""Choosing the backend, budgeting a request, and pickling a component with its backend."""
+"""Choosing the backend and pickling a component with its backend."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import Any
 from pydantic import SecretStr
 
 from llava_bridge.backends.base import Backend
+from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.errors import ConfigurationError
-from llava_bridge.prompts import fit_to_context
-from llava_bridge.types import VisionRequest
 
-__all__ = ["DEFAULT_MODEL", "ensure_picklable", "fit_request", "resolve_backend", "restore_with_backend"]
+__all__ = ["DEFAULT_MODEL", "ensure_picklable", "resolve_backend", "restore_with_backend"]
 
-DEFAULT_MODEL = "fal-ai/llava-llama3-8b-v11"
+DEFAULT_MODEL = DEFAULT_ENDPOINT
 """The fal endpoint the adapters use when no backend is given."""
 
 
@@ -55,16 +54,6 @@ def resolve_backend(
     from llava_bridge.backends.fal.backend import FalBackend
 
     return FalBackend(model or DEFAULT_MODEL, **given)
-
-
-def fit_request(request: VisionRequest, backend: Backend) -> VisionRequest:
-    """The request trimmed to the backend's context window (oldest turns first).
-
-    Raises `ContextOverflowError` (a `ValueError`) when even the latest turn cannot fit.
-    """
-    counter = backend.count_tokens if backend.exact_token_counts else None
-    fitted, _ = fit_to_context(request, context_window=backend.context_window, count_tokens=counter)
-    return fitted
 
 
 def ensure_picklable(backend: Backend, owner: str, advice: str = "") -> None:

@@ -16,11 +16,11 @@ from pydantic import SecretStr
 from tqdm.auto import tqdm
 
 from llava_bridge.backends.base import Backend
+from llava_bridge.defaults import DESCRIBE_PROMPT
 from llava_bridge.errors import AuthenticationError, ConfigurationError, LlavaError, PermissionDeniedError
 from llava_bridge.images import ImageInput
 from llava_bridge.llama_index._backend import (
     ensure_picklable,
-    fit_request,
     resolve_backend,
     restore_with_backend,
 )
@@ -31,10 +31,7 @@ __all__ = ["DEFAULT_IMAGE_PROMPT", "ImageDescriber", "ImageDescriptionError", "N
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_PROMPT = (
-    "Describe this image for a search index: the main subjects, their colours and positions, "
-    "any visible text, and the setting. Answer in plain sentences."
-)
+DEFAULT_IMAGE_PROMPT = DESCRIBE_PROMPT
 
 _PICKLE_ADVICE = (
     "IngestionPipeline pickles its steps when run with num_workers > 1: run it without "
@@ -224,10 +221,10 @@ class ImageDescriber(TransformComponent):
         return image_from_node(node, self.image_metadata_keys)
 
     def _request(self, image: ImageInput) -> VisionRequest:
-        request = VisionRequest(
+        """One question about one image; the backend fits it to its context."""
+        return VisionRequest(
             prompt=self.prompt, image=image, max_new_tokens=self.max_new_tokens, temperature=self.temperature
         )
-        return fit_request(request, self._backend)
 
     def _progress(self, total: int) -> Any:
         return tqdm(total=total, desc="Describing images", unit="image", disable=not self.show_progress)

@@ -32,12 +32,7 @@ from llama_index.core.schema import BaseNode
 from pydantic import SecretStr
 
 from llava_bridge.backends.base import Backend
-from llava_bridge.llama_index._backend import (
-    ensure_picklable,
-    fit_request,
-    resolve_backend,
-    restore_with_backend,
-)
+from llava_bridge.llama_index._backend import ensure_picklable, resolve_backend, restore_with_backend
 from llava_bridge.llama_index.images import block_from_node
 from llava_bridge.llama_index.messages import MultiImagePolicy, RequestSettings, to_vision_request
 from llava_bridge.llama_index.responses import StreamAssembler, chat_response
@@ -52,14 +47,18 @@ class LlavaLLM(LLM):
     """LLaVA Llama3 8B as a LlamaIndex chat LLM; images travel as `ImageBlock`s.
 
     With no `backend=`, it calls fal (`FalBackend(model, api_key=..., base_url=...,
-    timeout=..., max_retries=...)`; the key comes from `FAL_KEY` when not given).
+    timeout=..., max_retries=...)`; when no api_key= is given, `FAL_KEY` is used, for
+    fal and `LLAVA_FAL_BASE_URL` only, never for a base_url= given in code).
     Any other backend (local GPU, OpenAI-compatible server, `FakeBackend`) goes in
     `backend=`. Per call, `max_new_tokens`, `temperature`, `top_p`, `stop` and
     `multi_image` override the fields (other keyword arguments are ignored, as the
     framework passes some through). Usage is in `response.raw["usage"]`, mirrored
-    in `additional_kwargs`, where `TokenCountingHandler` finds it. Requests are
-    trimmed to the backend's context window (oldest turns first); when even the
-    latest turn cannot fit, `ContextOverflowError` (a `ValueError`) is raised.
+    in `additional_kwargs`, where `TokenCountingHandler` finds it. Merging, image
+    choice, several images (2-4 tiled into one grid by default: the model sees one
+    336-px square, so each image gets less of it) and text-only chats follow
+    `llava_bridge.conversation`, as in LangChain. The backend trims the history to
+    its context window (oldest turns first); when even the latest turn cannot fit,
+    `ContextOverflowError` (a `ValueError`) is raised.
 
     LLaVA has no tool calling (`is_function_calling_model=False`): give it to agents
     as `LlavaToolSpec`, or use it inside a `ReActAgent`.
@@ -72,8 +71,9 @@ class LlavaLLM(LLM):
     top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Strings that end the answer.")
     multi_image: MultiImagePolicy = Field(
-        default="error",
-        description="Several images in one turn: 'error', 'first', 'last' or 'grid'.",
+        default="grid",
+        description="Several images in one turn: 'grid' (2-4 tiled into one picture), 'first', "
+        "'last' or 'error'.",
     )
 
     _backend: Backend = PrivateAttr()
@@ -134,8 +134,7 @@ class LlavaLLM(LLM):
         return RequestSettings(**values)
 
     def _request(self, messages: Sequence[ChatMessage], overrides: dict[str, Any]) -> VisionRequest:
-        request = to_vision_request(messages, self._settings(overrides))
-        return fit_request(request, self._backend)
+        return to_vision_request(messages, self._settings(overrides))  # the backend fits it
 
     async def _arequest(self, messages: Sequence[ChatMessage], overrides: dict[str, Any]) -> VisionRequest:
         # Off the event loop: a path block reads a file, and images are decoded to be checked.

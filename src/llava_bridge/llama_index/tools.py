@@ -9,16 +9,15 @@ from llama_index.core.tools.tool_spec.base import SPEC_FUNCTION_TYPE, BaseToolSp
 from pydantic import SecretStr
 
 from llava_bridge.backends.base import Backend
+from llava_bridge.defaults import DETAILED_DESCRIBE_PROMPT
 from llava_bridge.errors import ConfigurationError
 from llava_bridge.images import ImageInput
-from llava_bridge.llama_index._backend import fit_request, resolve_backend
+from llava_bridge.llama_index._backend import resolve_backend
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
 
 __all__ = ["DEFAULT_DESCRIBE_PROMPT", "LlavaToolSpec"]
 
-DEFAULT_DESCRIBE_PROMPT = (
-    "Describe this image in detail: the main subjects, their colours, any text, and the setting."
-)
+DEFAULT_DESCRIBE_PROMPT = DETAILED_DESCRIBE_PROMPT
 
 
 class LlavaToolSpec(BaseToolSpec):
@@ -100,8 +99,7 @@ class LlavaToolSpec(BaseToolSpec):
 
     def _request(self, image: Any, question: str) -> VisionRequest:
         picture = ImageInput.coerce(image, allow_paths=self.allow_local_paths)
-        request = VisionRequest(prompt=question, image=picture, max_new_tokens=self.max_new_tokens)
-        return fit_request(request, self.backend)
+        return VisionRequest(prompt=question, image=picture, max_new_tokens=self.max_new_tokens)
 
     def __repr__(self) -> str:
         return f"LlavaToolSpec(backend={self.backend!r}, allow_local_paths={self.allow_local_paths})"

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.errors import ConfigurationError
 from llava_bridge.images import MAX_PIXELS
 
 __all__ = ["DEFAULT_DB_PATH", "DEFAULT_ENDPOINTS", "ServerSettings"]
 
-DEFAULT_ENDPOINTS = ("fal-ai/llava-llama3-8b-v11", "fal-ai/llavav15-13b", "fal-ai/llava-next")
+DEFAULT_ENDPOINTS = (DEFAULT_ENDPOINT, "fal-ai/llavav15-13b", "fal-ai/llava-next")
 """Endpoint ids served by default; all are answered by the one backend."""
 
 DEFAULT_DB_PATH = os.path.join(

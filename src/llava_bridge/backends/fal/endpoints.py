@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.errors import ConfigurationError, JobFailedError
 from llava_bridge.prompts import estimate_tokens
 from llava_bridge.stops import LLAMA3_STOP_STRINGS, cut_at_stop
@@ -32,7 +33,6 @@ __all__ = [
     "read_output",
 ]
 
-DEFAULT_ENDPOINT = "fal-ai/llava-llama3-8b-v11"
 CHARS_PER_TOKEN = 4.0
 """Typical characters per Llama-3 token in English, for guessing finish_reason."""
 LENGTH_GUESS_RATIO = 0.9

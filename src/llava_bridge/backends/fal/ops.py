@@ -92,6 +92,7 @@ class Prepared:
     stop: tuple[str, ...]
     max_new_tokens: int
     prompt_tokens: int
+    dropped_turns: int = 0
 
     def result(
         self,
@@ -100,7 +101,7 @@ class Prepared:
         metrics: Mapping[str, float] | None = None,
         logs: tuple[str, ...] = (),
     ) -> VisionResult:
-        return build_result(
+        result = build_result(
             raw,
             stop=self.stop,
             max_new_tokens=self.max_new_tokens,
@@ -110,6 +111,10 @@ class Prepared:
             metrics=metrics,
             logs=logs,
         )
+        if not self.dropped_turns:
+            return result
+        usage = result.usage.model_copy(update={"dropped_turns": self.dropped_turns})
+        return result.model_copy(update={"usage": usage})
 
 
 def prepare_flow(
@@ -138,6 +143,7 @@ def prepare_flow(
         stop=fitted.stop,
         max_new_tokens=fitted.max_new_tokens,
         prompt_tokens=budget.prompt_tokens,
+        dropped_turns=budget.dropped_turns,
     )
 
 
