@@ -16,6 +16,10 @@ class Backend(Protocol):
 
     `context_window` is the token window the backend's model has; `exact_token_counts`
     says whether `count_tokens` uses the model's own tokenizer or an estimate.
+
+    A backend fits each request to its context (`prompts.fit_to_context`: oldest
+    turns dropped, `ContextOverflowError` when the latest cannot fit) and cuts its
+    answer at `request.stop`; callers such as the framework adapters do neither.
     """
 
     @property
