@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.tools import BaseTool, ToolException
-from langchain_core.utils import secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from llava_bridge import errors
@@ -67,7 +66,8 @@ class LlavaImageTool(BaseTool):
 
     model: str | None = None
     """fal endpoint id or model name (None: the backend's default)."""
-    api_key: SecretStr | None = Field(default_factory=secret_from_env("FAL_KEY", default=None))
+    api_key: SecretStr | None = None
+    """fal key; when None the default FalBackend uses FAL_KEY, for fal and LLAVA_FAL_BASE_URL only."""
     base_url: str | None = None
     timeout: float | None = None
     max_retries: int | None = None

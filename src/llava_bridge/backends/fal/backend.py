@@ -19,7 +19,6 @@ four at one server, such as `llava-bridge serve`, with this layout:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from llava_bridge.backends._transport.h1 import header_problem
 from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
 from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.backends.base import Closeable
+from llava_bridge.backends.fal.credentials import KeyRule, base_url_from_env
 from llava_bridge.backends.fal.endpoints import DEFAULT_ENDPOINT, check_endpoint
 from llava_bridge.backends.fal.ops import (
     FalContext,
@@ -53,7 +53,14 @@ from llava_bridge.backends.fal.ops import (
 from llava_bridge.backends.fal.queue import FalStatus, Job, LogLine, cancel_flow, status_flow
 from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.backends.fal.uploads import StorageState
-from llava_bridge.errors import ConfigurationError, MissingCredentialsError
+from llava_bridge.errors import (
+    APIStatusError,
+    AuthenticationError,
+    ConfigurationError,
+    MissingCredentialsError,
+    PermissionDeniedError,
+    replace_advice,
+)
 from llava_bridge.images import ResizePolicy
 from llava_bridge.prompts import CONTEXT_WINDOW, estimate_tokens
 from llava_bridge.types import VisionChunk, VisionRequest, VisionResult
@@ -88,7 +95,6 @@ LOCAL_REST_PREFIX = "/rest"
 """Under `base_url`, the storage token and upload-initiate routes live here."""
 LOCAL_CDN_PREFIX = "/cdn"
 """Under `base_url`, the CDN upload route lives here."""
-BASE_URL_ENV = "LLAVA_FAL_BASE_URL"
 
 POLL_INTERVAL = 0.25
 """Seconds between status polls, when the status stream cannot be used."""
@@ -118,15 +124,13 @@ def _secret(value: str | SecretStr | None) -> SecretStr | None:
     return SecretStr(value)
 
 
-def _env_key() -> SecretStr | None:
-    key = os.environ.get("FAL_KEY", "").strip()
-    if key:
-        return SecretStr(key)
-    key_id = os.environ.get("FAL_KEY_ID", "").strip()
-    key_secret = os.environ.get("FAL_KEY_SECRET", "").strip()
-    if key_id and key_secret:
-        return SecretStr(f"{key_id}:{key_secret}")
-    return None
+def _named_hosts(*urls: str | None) -> zip[tuple[str, str | None]]:
+    """(argument name, URL given) for base_url=, queue_url=, run_url=, rest_url=, cdn_url=."""
+    return zip(("base_url", "queue_url", "run_url", "rest_url", "cdn_url"), urls, strict=True)
+
+
+def _hosts(config: FalConfig) -> tuple[str, str, str, str]:
+    return (config.queue_url, config.run_url, config.rest_url, config.cdn_url)
 
 
 def _check_url(name: str, url: str) -> str:
@@ -145,9 +149,9 @@ class FalBackend(Closeable):
     `handle(request_id)` resumes one from another process.
 
     The key comes from `api_key=`, else `FAL_KEY`, else `FAL_KEY_ID` + `FAL_KEY_SECRET`,
-    and is looked up at the first call. With `base_url=` (or `LLAVA_FAL_BASE_URL`)
-    pointing at a server of your own, no key is needed, and one from the environment
-    is not sent there.
+    and is looked up at the first call. Where it goes (credentials.py): a key from the
+    environment goes to fal's hosts and to `LLAVA_FAL_BASE_URL` (also from the
+    environment), never to a `base_url=` given in code; an `api_key=` goes everywhere.
 
     `timeout` is a wall clock over a whole call: when it runs out the fal job is
     cancelled (PUT cancel) and `DeadlineExceededError` is raised. `start_timeout`
@@ -207,10 +211,20 @@ class FalBackend(Closeable):
         self.mode = mode
         self.timeout = finite_positive("timeout", timeout)
         self.on_queue_update = on_queue_update
-        base = base_url or os.environ.get(BASE_URL_ENV) or None
+        base_from_env = None if base_url else base_url_from_env()
+        base = base_url or base_from_env
         if base is not None:
-            base = _check_url("base_url", base)
+            base = _check_url("LLAVA_FAL_BASE_URL" if base_from_env else "base_url", base)
         self._api_key = _secret(api_key)
+        self._base_from_env = base_from_env
+        self._named_in_code = next(
+            (
+                f"{name}="
+                for name, url in _named_hosts(base_url, queue_url, run_url, rest_url, cdn_url)
+                if url
+            ),
+            None,
+        )
         self._config_template = FalConfig(
             queue_url=_check_url("queue_url", queue_url or base or DEFAULT_QUEUE_URL),
             run_url=_check_url("run_url", run_url or (base + LOCAL_RUN_PREFIX if base else DEFAULT_RUN_URL)),
@@ -310,13 +324,12 @@ class FalBackend(Closeable):
         if self._context is not None:
             return self._context
         template = self._config_template
-        key, explicit = self._api_key, self._api_key is not None
-        if key is None:
-            key = _env_key()
-        hosts = (template.queue_url, template.run_url, template.rest_url, template.cdn_url)
-        if key is None and any(is_fal_host(url) for url in hosts):
+        keys = KeyRule.resolve(
+            self._api_key, base_from_env=self._base_from_env, named_in_code=self._named_in_code
+        )
+        if keys.key is None and any(is_fal_host(url) for url in _hosts(template)):
             raise MissingCredentialsError()
-        config = dataclasses.replace(template, key=key, key_explicit=explicit)
+        config = dataclasses.replace(template, keys=keys)
         self._context = FalContext(
             config=config,
             storage=self._storage,
@@ -328,17 +341,43 @@ class FalBackend(Closeable):
         return self._context
 
     def _run(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
-        return run_sync(flow, self._transport(), on_emit)
+        try:
+            return run_sync(flow, self._transport(), on_emit)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._explain_refusal(exc)
+            raise
 
     def _iterate(self, flow: Flow[Any]) -> Iterator[Any]:
-        return iterate_sync(flow, self._transport())
+        try:
+            yield from iterate_sync(flow, self._transport())
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._explain_refusal(exc)
+            raise
 
     async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
-        return await run_async(flow, self._async_transport(), on_emit)
+        try:
+            return await run_async(flow, self._async_transport(), on_emit)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._explain_refusal(exc)
+            raise
 
     async def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
-        async for value in iterate_async(flow, self._async_transport()):
-            yield value
+        try:
+            async for value in iterate_async(flow, self._async_transport()):
+                yield value
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._explain_refusal(exc)
+            raise
+
+    def _explain_refusal(self, error: APIStatusError) -> None:
+        """Say in a 401/403 from a server of the caller's which key rule applied (never the key)."""
+        context = self._context
+        if context is None or context.config.keys is None:
+            return
+        own = [url for url in _hosts(context.config) if not is_fal_host(url)]
+        advice = context.config.keys.refusal_advice(own[0]) if own else None
+        if advice is not None:
+            error.args = (replace_advice(str(error), advice),)
 
     def _transport(self) -> SyncPool | HttpxSync:
         return self._transports.sync()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+if TYPE_CHECKING:
+    from llava_bridge.backends.fal.credentials import KeyRule
 
 __all__ = ["FAL_DOMAINS", "FalConfig", "is_fal_host"]
 
@@ -28,9 +30,8 @@ class FalConfig:
     run_url: str
     rest_url: str
     cdn_url: str
-    key: SecretStr | None = None
-    key_explicit: bool = False
-    """An explicit api_key= goes to every host; a key from the environment only to fal's."""
+    keys: KeyRule | None = None
+    """Which host gets which key (credentials.py); None: no key anywhere."""
     user_agent: str = "llava-bridge"
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     start_timeout: float | None = None
@@ -57,8 +58,9 @@ class FalConfig:
     def headers(self, url: str) -> dict[str, str]:
         """Headers for any call to `url`: user agent and, where it belongs, the key."""
         headers = {"User-Agent": self.user_agent}
-        if self.key is not None and (self.key_explicit or is_fal_host(url)):
-            headers["Authorization"] = f"Key {self.key.get_secret_value()}"
+        authorization = self.keys.authorization(url) if self.keys is not None else None
+        if authorization is not None:
+            headers["Authorization"] = authorization
         return headers
 
     def job_headers(self, url: str) -> dict[str, str]:
