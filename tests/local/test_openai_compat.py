@@ -12,6 +12,7 @@ import pytest
 
 from llava_bridge import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
@@ -23,8 +24,16 @@ from llava_bridge import (
     ServerError,
     VisionRequest,
 )
+from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.choice import PROXY_VARIABLES
+from llava_bridge.backends._transport.effects import Compute, HttpRequest, OpenStream
+from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
+from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.backends.base import Backend
 from llava_bridge.backends.openai_compat.backend import OpenAICompatBackend, chat_completions_url
+from llava_bridge.backends.openai_compat.flows import generate_flow, stream_flow
+from llava_bridge.backends.openai_compat.settings import OpenAISettings
+from llava_bridge.backends.openai_compat.wire import StreamAssembler, build_call, parse_completion
 
 from .conftest import colour_image
 from .openai_test_server import OpenAITestServer
@@ -287,3 +296,64 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_injected_async_http_client_is_used_and_left_open(server: OpenAITestServer) -> None:
+    seen: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        seen.append(str(request.url))
+
+    client = httpx.AsyncClient(event_hooks={"request": [record]})
+    async with OpenAICompatBackend(server.base_url, async_http_client=client) as backend:
+        assert (await backend.agenerate(image_request())).text.startswith("I see 1")
+        chunks = [chunk async for chunk in backend.astream(image_request())]
+    assert chunks[-1].result is not None
+    assert seen == [f"{server.base_url}/v1/chat/completions"] * 2
+    assert not client.is_closed
+    await client.aclose()
+
+
+@pytest.mark.parametrize("proxy", [None, "http://127.0.0.1:9"])
+async def test_own_connections_go_through_httpx_only_behind_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, proxy: str | None
+) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if proxy is not None:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+    async with OpenAICompatBackend("http://127.0.0.1:9") as backend:
+        transports = (backend._transports.sync(), backend._transports.for_running_loop())
+    expected = (SyncPool, AsyncPool) if proxy is None else (HttpxSync, HttpxAsync)
+    assert isinstance(transports[0], expected[0]) and isinstance(transports[1], expected[1])
+
+
+def test_image_work_is_handed_to_the_driver_before_anything_is_sent() -> None:
+    """The first step of both flows is a Compute, which the async driver runs in a thread."""
+    settings = OpenAISettings(url="http://127.0.0.1:9/v1/chat/completions", model="m")
+    for flow in (generate_flow(settings, image_request()), stream_flow(settings, image_request())):
+        first = next(flow)
+        assert isinstance(first, Compute)
+        assert isinstance(flow.send(first.function()), OpenStream | HttpRequest)
+        flow.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>busy</html>", b"[" * 100_000, b'{"choices": []}', b'{"choices": [{"message": {"content": 3}}]}'],
+)
+def test_a_2xx_that_is_not_a_completion_is_a_typed_error(body: bytes) -> None:
+    call = build_call(
+        image_request(), model="m", stream=False, context_window=4096, resize=None, extra_body={}
+    )
+    with pytest.raises(APIStatusError, match="not with an OpenAI chat completion"):
+        parse_completion(body, call, "http://h/v1/chat/completions")
+
+
+@pytest.mark.parametrize("data", ["not json", "[" * 100_000, "[1]", '{"choices": [3]}'])
+def test_a_stream_event_that_is_not_a_chunk_is_a_typed_error(data: str) -> None:
+    call = build_call(
+        image_request(), model="m", stream=True, context_window=4096, resize=None, extra_body={}
+    )
+    with pytest.raises(APIStatusError, match="not with an OpenAI chat completion"):
+        StreamAssembler(call, "http://h/v1/chat/completions").feed(data)
