@@ -2,7 +2,10 @@
 
 Each finished image is one line `{source, description, model, request_id, error}`,
 written whole and flushed, so an interrupted run leaves a valid file and `resume`
-picks up where it stopped (images that failed are tried again).
+picks up where it stopped (images that failed are tried again). A cancelled run
+(Ctrl-C) cancels the jobs in flight and waits for their cancels. An error that every
+image would hit (no key, a rejected key, a bad setting) stops the run at once, and a
+run that described nothing leaves no file behind.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -18,17 +22,22 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llava_bridge.backends.base import Backend
-from llava_bridge.errors import InvalidRequestError, LlavaError
+from llava_bridge.defaults import DESCRIBE_PROMPT, IMAGE_SUFFIXES
+from llava_bridge.errors import AuthenticationError, ConfigurationError, InvalidRequestError, LlavaError
 from llava_bridge.images import ImageInput
 from llava_bridge.types import VisionRequest
 
-__all__ = ["DEFAULT_DESCRIBE_PROMPT", "DescribeSummary", "describe_to_jsonl", "expand_sources"]
+__all__ = [
+    "DEFAULT_DESCRIBE_PROMPT",
+    "DescribeSummary",
+    "check_output_path",
+    "describe_to_jsonl",
+    "expand_sources",
+]
 
-DEFAULT_DESCRIBE_PROMPT = (
-    "Describe this image in detail for a search index: the main subjects, setting, colours, "
-    "any visible text, and anything unusual."
-)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+DEFAULT_DESCRIBE_PROMPT = DESCRIBE_PROMPT
+RUN_STOPPERS = (ConfigurationError, AuthenticationError)
+"""Errors every image would hit: they stop the whole run instead of failing each image."""
 
 
 def expand_sources(arguments: Sequence[str]) -> list[str]:
@@ -48,8 +57,13 @@ def expand_sources(arguments: Sequence[str]) -> list[str]:
                 line = line.strip()
                 if line and not line.startswith("#"):
                     sources.append(line)
-        else:
+        elif Path(argument).exists():
             sources.append(argument)
+        else:
+            raise InvalidRequestError(
+                f"{argument!r} does not exist; give image files, a directory, a glob such as "
+                "'photos/**/*.jpg', URLs, or a .txt file of them."
+            )
     unique = list(dict.fromkeys(sources))
     if not unique:
         raise InvalidRequestError(
@@ -57,6 +71,23 @@ def expand_sources(arguments: Sequence[str]) -> list[str]:
             "a directory, a glob such as 'photos/**/*.jpg', URLs, or a .txt file of them."
         )
     return unique
+
+
+def check_output_path(out: Path) -> None:
+    """Raise `InvalidRequestError` unless `out` can be created or replaced as a file."""
+    if out.is_dir():
+        raise InvalidRequestError(
+            f"{str(out)!r} is a directory; give a file path such as {str(out / 'captions.jsonl')!r}."
+        )
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InvalidRequestError(f"Cannot write {str(out)!r}: {str(parent)!r} is not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InvalidRequestError(
+            f"Cannot write {str(out)!r}: permission denied; choose another output file."
+        )
 
 
 @dataclass
@@ -69,6 +100,14 @@ class DescribeSummary:
     failures: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+    cancelled: int = 0
+    """Images whose job was in flight when the run was interrupted (their jobs were cancelled)."""
+
+    @property
+    def not_started(self) -> int:
+        """Images an interrupted run never reached."""
+        done = self.skipped + self.described + len(self.failures) + self.cancelled
+        return max(self.total - done, 0)
 
     @property
     def ok(self) -> bool:
@@ -125,6 +164,47 @@ class _Progress:
             self.stream.write("\n")
         self.stream.flush()
 
+    def finish(self) -> None:
+        """End a bar that an interruption left mid-line."""
+        if self.enabled and 0 < self.done < self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _JsonlWriter:
+    """Appends whole, flushed lines to `out`; the file is created with the first line."""
+
+    def __init__(self, out: Path, kept: list[str]) -> None:
+        self.out, self.kept = out, kept
+        self.file: TextIO | None = None
+        self.described = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is None:
+            self._open()
+        assert self.file is not None
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+        self.described += record["error"] is None
+
+    def _open(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.file = self.out.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise InvalidRequestError(f"Cannot write {str(self.out)!r}: {exc.strerror or exc}.") from None
+        for line in self.kept:
+            self.file.write(line + "\n")
+        self.file.flush()
+
+    def close(self, *, keep: bool) -> None:
+        """Close the file; unless `keep`, remove it when this run created it and described nothing."""
+        if self.file is None:
+            return
+        self.file.close()
+        if not keep and not self.kept and not self.described:
+            self.out.unlink(missing_ok=True)
+
 
 async def describe_to_jsonl(
     backend: Backend,
@@ -138,41 +218,51 @@ async def describe_to_jsonl(
     progress: bool = True,
     progress_stream: TextIO | None = None,
 ) -> DescribeSummary:
-    """Describe each source with `backend`, appending one JSON line per image to `out`."""
+    """Describe each source with `backend`, appending one JSON line per image to `out`.
+
+    Cancelling the task (Ctrl-C under `asyncio.run`) cancels the jobs in flight, waits
+    for their cancels, and returns a summary with `interrupted` set. A `ConfigurationError`
+    or `AuthenticationError` stops the run and is raised.
+    """
     if concurrency < 1:
         raise InvalidRequestError("concurrency must be at least 1.")
     VisionRequest(prompt=prompt, max_new_tokens=max_new_tokens)  # validate settings up front
+    check_output_path(out)
     kept, done = _done_sources(out) if resume else ([], set())
     todo = [s for s in sources if s not in done]
     summary = DescribeSummary(total=len(sources), skipped=len(sources) - len(todo))
-    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     bar = _Progress(len(todo), progress_stream, progress)
     semaphore = asyncio.Semaphore(concurrency)
-    with out.open("w", encoding="utf-8") as file:
-        for line in kept:
-            file.write(line + "\n")
-        file.flush()
+    writer = _JsonlWriter(out, kept)
 
-        async def one(source: str) -> None:
-            async with semaphore:
+    async def one(source: str) -> None:
+        async with semaphore:
+            try:
                 record = await _describe_one(backend, source, prompt, max_new_tokens)
-            file.write(json.dumps(record, ensure_ascii=False) + "\n")
-            file.flush()
-            if record["error"] is None:
-                summary.described += 1
-            else:
-                summary.failures[source] = record["error"]
-            bar.update(record["error"] is not None)
+            except asyncio.CancelledError:
+                summary.cancelled += 1  # its job, if any, was cancelled before this
+                raise
+        writer.write(record)
+        if record["error"] is None:
+            summary.described += 1
+        else:
+            summary.failures[source] = record["error"]
+        bar.update(record["error"] is not None)
 
-        tasks = [asyncio.ensure_future(one(source)) for source in todo]
-        try:
-            await asyncio.gather(*tasks)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            summary.interrupted = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    stopped = False
+    try:
+        async with asyncio.TaskGroup() as group:  # a failure or a cancel cancels the rest, and waits
+            for source in todo:
+                group.create_task(one(source))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        summary.interrupted = True
+    except BaseExceptionGroup as group:
+        stopped = True
+        raise group.exceptions[0] from None
+    finally:
+        writer.close(keep=not stopped)
+        bar.finish()
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -183,6 +273,8 @@ async def _describe_one(backend: Backend, source: str, prompt: str, max_new_toke
         image = await asyncio.to_thread(_image_for, source)
         request = VisionRequest(prompt=prompt, image=image, max_new_tokens=max_new_tokens)
         result = await backend.agenerate(request)
+    except RUN_STOPPERS:
+        raise
     except LlavaError as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         return record
@@ -191,10 +283,17 @@ async def _describe_one(backend: Backend, source: str, prompt: str, max_new_toke
 
 
 def format_summary(summary: DescribeSummary, out: Path) -> Iterable[str]:
-    """Human lines for the end of a run."""
-    verb = "Interrupted after" if summary.interrupted else "Described"
+    """Human lines for the end of a run; an interrupted run gets exactly one."""
+    if summary.interrupted:
+        failed = f", {len(summary.failures)} failed" if summary.failures else ""
+        where = f"-> {out}; run again with --resume to finish" if out.exists() else "-> nothing written"
+        yield (
+            f"Interrupted: {summary.described} image(s) described{failed}, {summary.cancelled} in flight "
+            f"cancelled, {summary.not_started} not started {where}."
+        )
+        return
     yield (
-        f"{verb} {summary.described} image(s) in {summary.seconds:.1f} s -> {out}"
+        f"Described {summary.described} image(s) in {summary.seconds:.1f} s -> {out}"
         + (f" ({summary.skipped} already done)" if summary.skipped else "")
     )
     if summary.failures:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -17,6 +16,8 @@ from llava_bridge._version import __version__
 from llava_bridge.backends.base import Backend
 from llava_bridge.backends.factory import BACKEND_NAMES, make_backend
 from llava_bridge.backends.fake import FakeBackend
+from llava_bridge.cli.messages import cli_message
+from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.errors import InvalidRequestError, LlavaError
 from llava_bridge.images import ImageInput
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
@@ -26,6 +27,10 @@ __all__ = ["main"]
 DEMO_PROMPT = "What are these?"
 OFFLINE_NOTE = (
     "Offline answers come from a tiny random-weight model or a fake backend: they are NOT real model output."
+)
+API_KEY_HELP = (
+    "fal API key (default: the FAL_KEY environment variable, which is safer: "
+    "other users of this machine can see command lines)"
 )
 
 
@@ -37,15 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     if args.run is not _serve:  # the server sets up its own logging
-        _configure_logging(args.verbose)
+        _configure_logging(getattr(args, "verbose", False))
     try:
         code: int = args.run(args)
         return code
     except InvalidRequestError as exc:
-        _error(str(exc))
+        _error(cli_message(str(exc)))
         return 2
     except LlavaError as exc:
-        _error(f"{type(exc).__name__}: {exc}")
+        _error(f"{type(exc).__name__}: {cli_message(str(exc))}")
         return 1
     except ImportError as exc:  # an optional extra is missing; the message names it
         _error(str(exc))
@@ -61,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Ask LLaVA Llama3 8B about images, on fal or your own GPU.",
     )
     parser.add_argument("--version", action="version", version=f"llava-bridge {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log requests (DEBUG) to stderr")
+    _add_verbose(parser, default=False)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     ask = commands.add_parser("ask", help="ask a question about one image")
@@ -72,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, default=None)
     ask.add_argument("--stream", action="store_true", help="print the answer as it is made")
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    _add_verbose(ask)
     ask.set_defaults(run=_ask)
 
     describe = commands.add_parser("describe", help="describe many images into a JSONL file")
@@ -84,9 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     describe.add_argument("--no-progress", action="store_true")
     _add_backend_options(describe)
+    _add_verbose(describe)
     describe.set_defaults(run=_describe)
 
     demo = commands.add_parser("demo", help="ask about a sample image (fal with FAL_KEY, else offline)")
+    _add_verbose(demo)
     demo.set_defaults(run=_demo)
 
     serve = commands.add_parser(
@@ -98,16 +106,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbose(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    """`-v` before or after the command (after it, the default leaves the first one alone)."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="log each HTTP request (method, URL, status, ms) to stderr",
+    )
+
+
 def _add_backend_options(parser: argparse.ArgumentParser, default: str = "fal") -> None:
     parser.add_argument("--backend", choices=BACKEND_NAMES, default=default)
     parser.add_argument("--model", default=None, help="fal endpoint id, or local/OpenAI model name")
     parser.add_argument("--base-url", default=None, help="server URL (fal-compatible or OpenAI-compatible)")
+    parser.add_argument("--api-key", default=None, metavar="KEY", help=API_KEY_HELP)
 
 
 def _backend_from(args: argparse.Namespace) -> Backend:
     return make_backend(
         args.backend,
         model=args.model,
+        api_key=args.api_key,
         base_url=args.base_url,
         fake_latency=getattr(args, "fake_latency", 0.0),
     )
@@ -140,19 +161,22 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _describe(args: argparse.Namespace) -> int:
+    from llava_bridge.cli.interrupt import run_cancellable
     from llava_bridge.describe import (
         DEFAULT_DESCRIBE_PROMPT,
+        check_output_path,
         describe_to_jsonl,
         expand_sources,
         format_summary,
     )
 
     out: Path = args.out
+    check_output_path(out)
     if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
         raise InvalidRequestError(f"{out} exists; pass --resume to continue it or --overwrite to replace it.")
     sources = expand_sources(args.sources)
     backend = _backend_from(args)
-    summary = asyncio.run(
+    summary = run_cancellable(
         describe_to_jsonl(
             backend,
             sources,
@@ -165,7 +189,7 @@ def _describe(args: argparse.Namespace) -> int:
         )
     )
     for line in format_summary(summary, out):
-        print(line, file=sys.stderr)
+        print(cli_message(line), file=sys.stderr)
     if summary.interrupted:
         return 130
     return 0 if summary.ok else 1
@@ -187,7 +211,7 @@ def _demo(args: argparse.Namespace) -> int:
     if os.environ.get("FAL_KEY") or os.environ.get("FAL_KEY_ID"):
         base_url = os.environ.get("LLAVA_FAL_BASE_URL")
         where = f"the server at {base_url} (LLAVA_FAL_BASE_URL)" if base_url else "fal"
-        print(f"Path: FalBackend (FAL_KEY is set) -> {where} -> fal-ai/llava-llama3-8b-v11")
+        print(f"Path: FalBackend (FAL_KEY is set) -> {where} -> {DEFAULT_ENDPOINT}")
         backend = make_backend("fal")
         result = backend.generate(request)
     else:
@@ -231,19 +255,17 @@ def _offline_model(folder: Path) -> tuple[Backend, str]:
 def _serve(args: argparse.Namespace) -> int:
     from llava_bridge.server.cli import main as serve_main
 
-    return serve_main(args.extra)
+    return serve_main(["--verbose", *args.extra] if args.verbose else args.extra)
 
 
 def _configure_logging(verbose: bool) -> None:
+    """Warnings to stderr; with `verbose`, llava-bridge's own DEBUG lines too (one per request)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("llava_bridge").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    if not verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _error(message: str) -> None:

@@ -1,25 +1,31 @@
 """Command-line flags of `llava-bridge serve` (also `python -m llava_bridge.server`).
 
 `add_serve_arguments(parser)` adds the flags to any argparse parser;
-`serve_from_args(args)` builds the backend and serves.
+`serve_from_args(args)` builds the backend, loads a local model, and serves.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 from pydantic import SecretStr
 
+from llava_bridge.backends.base import Backend
 from llava_bridge.backends.factory import make_backend
-from llava_bridge.server.serving import serve
+from llava_bridge.errors import ConfigurationError, LlavaError
+from llava_bridge.server.serving import configure_logging, serve
 from llava_bridge.server.settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings
 
 __all__ = ["API_KEY_ENV", "add_serve_arguments", "main", "serve_from_args"]
 
 API_KEY_ENV = "LLAVA_BRIDGE_SERVER_KEY"
 """Environment variable read for the server's API key when --api-key is not given."""
+LOCAL_ONLY_FLAGS = ("quantization", "device", "dtype")
+"""Flags that only `--backend local` takes (passed to TransformersBackend)."""
+FAKE_NOTE = "The fake backend answers with canned text: its answers are NOT real model output."
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,10 +46,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--base-url", default=None, help="openai backend: the server's URL (vLLM, llama.cpp, ...)"
     )
+    parser.add_argument("--quantization", choices=("4bit", "8bit"), default=None, help="local backend")
+    parser.add_argument("--device", default=None, help="local backend: cuda, cuda:1, mps or cpu")
+    parser.add_argument("--dtype", default=None, help="local backend: bfloat16, float16 or float32")
     parser.add_argument(
         "--api-key",
         default=None,
-        help=f"require 'Authorization: Key <key>' (default: ${API_KEY_ENV} if set, else no key)",
+        help=f"require 'Authorization: Key <key>' (default: ${API_KEY_ENV} if set, else no key; "
+        f"${API_KEY_ENV} is safer: other users of this machine can see command lines)",
     )
     parser.add_argument(
         "--db", default=None, help=f"SQLite job database (default {DEFAULT_DB_PATH}; ':memory:')"
@@ -83,18 +93,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="one private host image URLs may reach, repeatable (narrower than --allow-private-urls)",
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
     return parser
 
 
 def serve_from_args(args: argparse.Namespace) -> None:
-    """Build the backend the flags name and serve it (blocking)."""
-    backend = make_backend(
-        args.backend,
-        model=args.model,
-        base_url=args.base_url,
-        fake_latency=args.fake_latency,
-        fake_answers=args.fake_answers,
-    )
+    """Build the backend the flags name, load its model, and serve it (blocking).
+
+    Raises `LlavaError` (one line naming the model) when a local model cannot load.
+    """
+    log_level = "debug" if args.verbose else args.log_level
+    configure_logging(log_level)  # the local model's loading is logged
+    backend = _ready_backend(args)
+    if args.api_key:
+        _warn(f"--api-key is visible to other users of this machine; set {API_KEY_ENV} instead.")
     key: str | None = args.api_key or os.environ.get(API_KEY_ENV)
     settings = ServerSettings(
         db_path=args.db or DEFAULT_DB_PATH,
@@ -107,12 +119,54 @@ def serve_from_args(args: argparse.Namespace) -> None:
         allow_private_urls=args.allow_private_urls,
         allowed_url_hosts=tuple(args.allow_url_host),
     )
-    serve(host=args.host, port=args.port, backend=backend, settings=settings, log_level=args.log_level)
+    serve(host=args.host, port=args.port, backend=backend, settings=settings, log_level=log_level)
+
+
+def _ready_backend(args: argparse.Namespace) -> Backend:
+    """The backend, with a local model loaded (so that a broken one fails before serving)."""
+    local_options = {name: getattr(args, name) for name in LOCAL_ONLY_FLAGS if getattr(args, name)}
+    if local_options and args.backend != "local":
+        flags = ", ".join(f"--{name}" for name in local_options)
+        raise ConfigurationError(f"{flags} only apply to --backend local.")
+    backend = make_backend(
+        args.backend,
+        model=args.model,
+        base_url=args.base_url,
+        fake_latency=args.fake_latency,
+        fake_answers=args.fake_answers,
+        **local_options,
+    )
+    if args.backend == "fake":
+        _warn(FAKE_NOTE)
+    if args.backend == "local":
+        from llava_bridge.backends.local.backend import TransformersBackend
+
+        assert isinstance(backend, TransformersBackend)
+        try:
+            backend.load()
+        except Exception as exc:  # whatever stops the model loading, said in one line
+            message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            if backend.model_name not in message:
+                message = f"The local model {backend.model_name!r} did not load: {message}"
+            raise ConfigurationError(message) from None
+    return backend
+
+
+def _warn(message: str) -> None:
+    print(f"llava-bridge serve: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`llava-bridge serve`; returns 1 with one line on stderr when it cannot start."""
     parser = add_serve_arguments(
         argparse.ArgumentParser(prog="llava-bridge serve", description="Serve a backend over fal's protocol.")
     )
-    serve_from_args(parser.parse_args(argv))
+    try:
+        serve_from_args(parser.parse_args(argv))
+    except LlavaError as exc:
+        print(f"llava-bridge serve: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except ImportError as exc:  # an optional extra is missing; the message names it
+        print(f"llava-bridge serve: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0

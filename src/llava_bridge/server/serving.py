@@ -14,7 +14,7 @@ from llava_bridge.backends.base import Backend
 from llava_bridge.server.app import create_app
 from llava_bridge.server.settings import DEFAULT_DB_PATH, ServerSettings
 
-__all__ = ["READY_LINE", "serve"]
+__all__ = ["READY_LINE", "configure_logging", "serve"]
 
 READY_LINE = "llava-bridge serving on {url}"
 """Printed to stdout, once, when the server accepts connections (with the real port)."""
@@ -65,7 +65,7 @@ def serve(
     if allow_private_urls:
         changes["allow_private_urls"] = True
     final = replace(base, **changes) if changes else base
-    _configure_logging(log_level)
+    configure_logging(log_level)
     if host not in ("127.0.0.1", "localhost", "::1") and final.api_key is None:
         logger.warning("Serving on %s without an API key: anyone who can reach it can use it.", host)
     if final.db_path == DEFAULT_DB_PATH:
@@ -82,7 +82,7 @@ def serve(
     _AnnouncingServer(config).run()
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     """Log to stderr (stdout carries only the ready line) unless logging is set up already."""
     root = logging.getLogger()
     if not root.handlers:
