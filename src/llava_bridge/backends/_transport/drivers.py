@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -42,6 +43,7 @@ from llava_bridge.errors import ConfigurationError
 __all__ = ["AsyncTransport", "SyncTransport", "iterate_async", "iterate_sync", "run_async", "run_sync"]
 
 logger = logging.getLogger("llava_bridge.fal")
+http_logger = logging.getLogger("llava_bridge.http")
 
 T = TypeVar("T")
 EmitHandler = Callable[[Any], Any]
@@ -79,6 +81,19 @@ class AsyncTransport(Protocol):
     ) -> tuple[HttpResponse, AsyncBody | None] | TransportFailure: ...
 
 
+def _log_http(request: HttpRequest, outcome: Any, started: float) -> None:
+    """One DEBUG line per request: method, URL without query or userinfo, status, milliseconds."""
+    if not http_logger.isEnabledFor(logging.DEBUG):
+        return
+    parts = urllib.parse.urlsplit(request.url)
+    url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    if isinstance(outcome, tuple):
+        outcome = outcome[0]
+    status = outcome.status_code if isinstance(outcome, HttpResponse) else f"failed ({outcome.message})"
+    elapsed_ms = (time.monotonic() - started) * 1000
+    http_logger.debug("%s %s -> %s (%.0f ms)", request.method, url, status, elapsed_ms)
+
+
 def _call_back(handler: EmitHandler | None, value: Any) -> None:
     if handler is None:
         return
@@ -101,10 +116,15 @@ class _SyncPerformer:
 
     def perform(self, effect: Effect) -> Any:
         if isinstance(effect, HttpRequest):
-            return self._transport.send(effect)
+            started = time.monotonic()
+            response = self._transport.send(effect)
+            _log_http(effect, response, started)
+            return response
         if isinstance(effect, OpenStream):
             self.close()
+            started = time.monotonic()
             opened = self._transport.open(effect.request)
+            _log_http(effect.request, opened, started)
             if isinstance(opened, TransportFailure):
                 return opened
             response, self._body = opened
@@ -151,10 +171,15 @@ class _AsyncPerformer:
 
     async def perform(self, effect: Effect) -> Any:
         if isinstance(effect, HttpRequest):
-            return await self._transport.send(effect)
+            started = time.monotonic()
+            response = await self._transport.send(effect)
+            _log_http(effect, response, started)
+            return response
         if isinstance(effect, OpenStream):
             await self.close()
+            started = time.monotonic()
             opened = await self._transport.open(effect.request)
+            _log_http(effect.request, opened, started)
             if isinstance(opened, TransportFailure):
                 return opened
             response, self._body = opened
