@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from llava_bridge import FalBackend, ImageInput, UnprocessableEntityError, VisionRequest
-from llava_bridge.backends.fal.backend import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
+from llava_bridge.backends.fal.protocol import CDN_PREFIX, REST_PREFIX, RUN_PREFIX
 from tests.server.conftest import APP
 from tests.support.local_server import LocalServer, running_server
 
@@ -33,9 +33,9 @@ def server() -> Iterator[LocalServer]:
 def fal_hosts(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
     base = server.base_url
     monkeypatch.setattr(fal_client_module, "QUEUE_URL_FORMAT", f"{base}/")
-    monkeypatch.setattr(fal_client_module, "RUN_URL_FORMAT", f"{base}{LOCAL_RUN_PREFIX}/")
-    monkeypatch.setattr(fal_client_module, "REST_URL", f"{base}{LOCAL_REST_PREFIX}")
-    monkeypatch.setattr(fal_client_module, "CDN_URL", f"{base}{LOCAL_CDN_PREFIX}")
+    monkeypatch.setattr(fal_client_module, "RUN_URL_FORMAT", f"{base}{RUN_PREFIX}/")
+    monkeypatch.setattr(fal_client_module, "REST_URL", f"{base}{REST_PREFIX}")
+    monkeypatch.setattr(fal_client_module, "CDN_URL", f"{base}{CDN_PREFIX}")
 
 
 @pytest.mark.usefixtures("fal_hosts")

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from llava_bridge.errors import ConfigurationError
-from llava_bridge.server.jobs import store
-from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.jobs.sqlite import SQLiteJobStore
 from tests.server.conftest import APP, wait_completed
 from tests.support.local_server import running_server
 
@@ -95,58 +94,15 @@ def test_results_are_purged_after_the_retention_time(data_uri: str) -> None:
         assert http.get(job["status_url"]).status_code == 404
 
 
-def test_store_purges_only_old_completed_jobs_and_their_logs(tmp_path: Path) -> None:
-    db = Database(str(tmp_path / "jobs.db"))
-    try:
-        for name, now in (("old", 100.0), ("new", 200.0), ("queued", 50.0)):
-            db.run(
-                lambda conn, name=name, now=now: store.submit(
-                    conn, job_id=name, app=APP, endpoint=APP, arguments={}, image_file=None, now=now
-                )
-            )
-        for name, now in (("old", 100.0), ("new", 200.0)):
-            assert db.run(lambda conn, now=now: store.claim(conn, now=now)) is not None
-            db.run(lambda conn, name=name: store.add_logs(conn, [name], "INFO", "line", "t"))
-            assert db.run(
-                lambda conn, name=name, now=now: store.complete(conn, name, status=200, body={}, now=now)
-            )
-        assert db.run(lambda conn: store.purge_jobs(conn, completed_before=150.0)) == 1
-        assert db.run(lambda conn: store.get(conn, "old")) is None
-        assert db.run(lambda conn: store.logs(conn, "old")) == []
-        assert db.run(lambda conn: store.get(conn, "new")) is not None
-        assert db.run(lambda conn: store.get(conn, "queued")) is not None  # queued jobs are never purged
-    finally:
-        db.close()
-
-
-def test_completed_jobs_cannot_be_claimed_or_completed_again(tmp_path: Path) -> None:
-    db = Database(str(tmp_path / "jobs.db"))
-    try:
-        db.run(
-            lambda conn: store.submit(
-                conn, job_id="a", app=APP, endpoint=APP, arguments={}, image_file=None, now=1
-            )
-        )
-        claimed = db.run(lambda conn: store.claim(conn, now=2))
-        assert claimed is not None and claimed.attempts == 1
-        assert db.run(lambda conn: store.complete(conn, "a", status=200, body={"output": "x"}, now=3))
-        assert not db.run(lambda conn: store.complete(conn, "a", status=200, body={"output": "y"}, now=4))
-        assert db.run(lambda conn: store.requeue_interrupted(conn, now=5)) == 0
-        assert db.run(lambda conn: store.claim(conn, now=6)) is None
-        assert db.run(lambda conn: store.cancel(conn, "a", now=7)) == "ALREADY_COMPLETED"
-    finally:
-        db.close()
-
-
 def test_two_servers_cannot_share_a_database(tmp_path: Path) -> None:
     path = str(tmp_path / "jobs.db")
-    first = Database(path)
+    first = SQLiteJobStore(path)
     try:
         with pytest.raises(ConfigurationError, match="Another llava-bridge server"):
-            Database(path)
+            SQLiteJobStore(path)
     finally:
-        first.close()
-    Database(path).close()  # free again once the first one closed
+        first.close_now()
+    SQLiteJobStore(path).close_now()  # free again once the first one closed
 
 
 def test_graceful_stop_puts_running_jobs_back_in_the_queue(tmp_path: Path, data_uri: str) -> None:

@@ -32,13 +32,14 @@ from fastapi.responses import JSONResponse
 
 from llava_bridge._version import __version__
 from llava_bridge.backends.base import Backend
-from llava_bridge.server.context import CDN_PREFIX, ServerContext, get_context
+from llava_bridge.backends.fal.protocol import CDN_PREFIX, FILES_PATH
+from llava_bridge.server.context import ServerContext, get_context
 from llava_bridge.server.http.auth import Authenticator, AuthMiddleware
 from llava_bridge.server.http.limits import BodySizeLimitMiddleware
 from llava_bridge.server.images.fetch import ImageFetcher
 from llava_bridge.server.images.loader import ImageResolver
 from llava_bridge.server.images.ssrf import AddressGuard, Resolver
-from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.jobs import open_job_store
 from llava_bridge.server.routes.queue import router as queue_router
 from llava_bridge.server.routes.run import router as run_router
 from llava_bridge.server.routes.storage import router as storage_router
@@ -59,7 +60,7 @@ def create_app(
     resolver: Resolver | None = None,
     fetch_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """The server app for `backend`; the database opens when the app starts (lifespan).
+    """The server app for `backend`; the job store opens when the app starts (lifespan).
 
     `resolver` and `fetch_transport` replace DNS resolution and the HTTP transport
     used to fetch image URLs (for tests).
@@ -69,7 +70,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db_path)
+        store = await open_job_store(settings.db_path)
         guard = AddressGuard.from_settings(
             allow_private=settings.allow_private_urls,
             allowed_hosts=settings.allowed_url_hosts,
@@ -83,18 +84,18 @@ def create_app(
             transport=fetch_transport,
         )
         images = ImageResolver(
-            db, fetcher, files_path=f"{CDN_PREFIX}/files", max_pixels=settings.max_image_pixels
+            store, fetcher, files_path=f"{CDN_PREFIX}{FILES_PATH}", max_pixels=settings.max_image_pixels
         )
-        runner = JobRunner(db, backend, images, settings)
+        runner = JobRunner(store, backend, images, settings)
         await runner.start()
-        app.state.llava_bridge = ServerContext(settings, backend, db, runner, images, authenticator)
+        app.state.llava_bridge = ServerContext(settings, backend, store, runner, images, authenticator)
         try:
             yield
         finally:
             app.state.llava_bridge = None
             await runner.stop()
             await fetcher.aclose()
-            db.close()
+            await store.close()
 
     app = FastAPI(
         title="llava-bridge serve",

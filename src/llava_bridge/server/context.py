@@ -1,4 +1,4 @@
-"""What every route needs, made when the app starts, and the URL layout it serves."""
+"""What every route needs, made when the app starts."""
 
 from __future__ import annotations
 
@@ -7,21 +7,13 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from llava_bridge.backends.base import Backend
-from llava_bridge.backends.fal.backend import LOCAL_CDN_PREFIX, LOCAL_REST_PREFIX, LOCAL_RUN_PREFIX
 from llava_bridge.server.http.auth import Authenticator
 from llava_bridge.server.images.loader import ImageResolver
-from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.jobs.protocol import JobStore
 from llava_bridge.server.runner import JobRunner
 from llava_bridge.server.settings import ServerSettings
 
-__all__ = ["CDN_PREFIX", "REST_PREFIX", "RUN_PREFIX", "ServerContext", "base_url", "get_context"]
-
-RUN_PREFIX = LOCAL_RUN_PREFIX
-"""Synchronous run and `/stream` live under this prefix (fal's `fal.run` host)."""
-REST_PREFIX = LOCAL_REST_PREFIX
-"""Storage token and upload initiation (fal's `rest.fal.ai` host)."""
-CDN_PREFIX = LOCAL_CDN_PREFIX
-"""Uploads and stored files (fal's `v3.fal.media` host)."""
+__all__ = ["ServerContext", "base_url", "get_context"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +22,7 @@ class ServerContext:
 
     settings: ServerSettings
     backend: Backend
-    db: Database
+    store: JobStore
     runner: JobRunner
     resolver: ImageResolver
     authenticator: Authenticator

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -20,9 +19,7 @@ from typing import Any
 from llava_bridge.backends.base import Backend
 from llava_bridge.server.images.loader import ImageResolver
 from llava_bridge.server.inputs import LlavaInput, error_answer, output_body, to_vision_request
-from llava_bridge.server.jobs import files as storage
-from llava_bridge.server.jobs import store
-from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.jobs.protocol import CANCELLED_BODY, CANCELLED_STATUS, CancelOutcome, Job, JobStore
 from llava_bridge.server.logcapture import JobLogHandler, job_context, utc_timestamp
 from llava_bridge.server.settings import ServerSettings
 from llava_bridge.types import VisionChunk, VisionRequest, VisionResult
@@ -42,9 +39,9 @@ class JobRunner:
     """Runs queued jobs on the backend; see the module docstring."""
 
     def __init__(
-        self, db: Database, backend: Backend, resolver: ImageResolver, settings: ServerSettings
+        self, store: JobStore, backend: Backend, resolver: ImageResolver, settings: ServerSettings
     ) -> None:
-        self.db = db
+        self.store = store
         self.backend = backend
         self.resolver = resolver
         self.settings = settings
@@ -61,8 +58,7 @@ class JobRunner:
 
     async def start(self) -> None:
         """Re-queue jobs a previous process left running, then start workers and the purger."""
-        now = time.time()
-        requeued = await self.db.call(lambda conn: store.requeue_interrupted(conn, now=now))
+        requeued = await self.store.requeue_interrupted(now=time.time())
         if requeued:
             logger.warning("Re-queued %d job(s) that were running when the server last stopped.", requeued)
         _PACKAGE_LOGGER.addHandler(self._handler)
@@ -96,15 +92,14 @@ class JobRunner:
         while True:
             async with self.slots:
                 self._wakeup.clear()
-                now = time.time()
-                job = await self.db.call(functools.partial(store.claim, now=now))
+                job = await self.store.claim(now=time.time())
                 if job is not None:
                     await self._run_claimed(job)
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
 
-    async def _run_claimed(self, job: store.Job) -> None:
+    async def _run_claimed(self, job: Job) -> None:
         if job.start_deadline is not None and time.time() > job.start_deadline:
             await self._complete(job.id, 504, START_TIMEOUT_BODY, None)
             return
@@ -118,7 +113,7 @@ class JobRunner:
         except asyncio.CancelledError:  # the server is stopping: hand the job back to the queue
             task.cancel()
             await asyncio.wait({task})
-            await self.db.call(lambda conn: store.requeue(conn, job.id))
+            await self.store.requeue(job.id)
             raise
         finally:
             self._running.pop(job.id, None)
@@ -126,12 +121,12 @@ class JobRunner:
             self._cancel_pending.discard(job.id)
         if task.cancelled():
             self._log(job.id, "WARN", "Cancelled while running.")
-            await self._complete(job.id, store.CANCELLED_STATUS, store.CANCELLED_BODY, None)
+            await self._complete(job.id, CANCELLED_STATUS, CANCELLED_BODY, None)
         else:
             status, body, inference_time = task.result()
             await self._complete(job.id, status, body, inference_time)
 
-    async def _execute(self, job: store.Job) -> tuple[int, Any, float | None]:
+    async def _execute(self, job: Job) -> tuple[int, Any, float | None]:
         """Run one job; every failure becomes an (HTTP status, body) answer."""
         with job_context(self, job.id):
             attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
@@ -151,11 +146,8 @@ class JobRunner:
             return 200, output_body(result), elapsed
 
     async def _complete(self, job_id: str, status: int, body: Any, inference_time: float | None) -> None:
-        now = time.time()
-        await self.db.call(
-            lambda conn: store.complete(
-                conn, job_id, status=status, body=body, now=now, inference_time=inference_time
-            )
+        await self.store.complete(
+            job_id, status=status, body=body, now=time.time(), inference_time=inference_time
         )
 
     # -- shared with synchronous runs ----------------------------------------------------
@@ -197,9 +189,8 @@ class JobRunner:
 
     # -- cancel, logs, purge ---------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> store.CancelOutcome:
-        now = time.time()
-        outcome = await self.db.call(lambda conn: store.cancel(conn, job_id, now=now))
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        outcome = await self.store.cancel(job_id, now=time.time())
         if outcome == "CANCELLATION_REQUESTED":
             task = self._running.get(job_id)
             if task is not None:
@@ -213,14 +204,13 @@ class JobRunner:
 
     def _sink_logs(self, job_ids: Sequence[str], level: str, message: str) -> None:
         """Store log lines; callable from any thread, in order with later job updates."""
-        timestamp = utc_timestamp()
-        self.db.submit(lambda conn: store.add_logs(conn, job_ids, level, message, timestamp))
+        self.store.append_logs(job_ids, level, message, utc_timestamp())
 
     async def purge_once(self) -> None:
         now = time.time()
         cutoff = now - self.settings.result_retention_s
-        jobs = await self.db.call(lambda conn: store.purge_jobs(conn, completed_before=cutoff))
-        files = await self.db.call(lambda conn: storage.purge_files(conn, now=now))
+        jobs = await self.store.purge_jobs(completed_before=cutoff)
+        files = await self.store.purge_files(now=now)
         if jobs or files:
             logger.info("Purged %d old result(s) and %d expired file(s).", jobs, files)
 

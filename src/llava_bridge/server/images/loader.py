@@ -1,7 +1,7 @@
 """Turning a job's `image_url` into a validated `ImageInput`.
 
 Three kinds of URL: a data: URI (decoded), a URL of a file stored on this server
-(read from the database, never fetched over HTTP), and any other http(s) URL
+(read from the job store, never fetched over HTTP), and any other http(s) URL
 (fetched by `ImageFetcher` with its SSRF guard). `ImageInput` validates the bytes
 (real type, corruption, pixel cap); the server's own pixel cap applies on top.
 """
@@ -18,8 +18,7 @@ import httpx
 from llava_bridge.errors import InvalidImageError
 from llava_bridge.images import ImageInput
 from llava_bridge.server.images.fetch import ImageFetcher, parse_image_url
-from llava_bridge.server.jobs import files as storage
-from llava_bridge.server.jobs.db import Database
+from llava_bridge.server.jobs.protocol import JobStore, StoredFile
 
 __all__ = ["ImageResolver"]
 
@@ -29,8 +28,8 @@ _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 class ImageResolver:
     """Validates image URLs at submit time and loads the image at run time."""
 
-    def __init__(self, db: Database, fetcher: ImageFetcher, *, files_path: str, max_pixels: int) -> None:
-        self._db = db
+    def __init__(self, store: JobStore, fetcher: ImageFetcher, *, files_path: str, max_pixels: int) -> None:
+        self._store = store
         self._fetcher = fetcher
         self._files_path = files_path.rstrip("/") + "/"
         self._max_pixels = max_pixels
@@ -77,9 +76,8 @@ class ImageResolver:
         data = await self._fetcher.fetch(text)
         return await asyncio.to_thread(self._checked, ImageInput.from_bytes, data)
 
-    async def _stored(self, file_id: str) -> storage.StoredFile:
-        now = time.time()
-        stored = await self._db.call(lambda conn: storage.get_file(conn, file_id, now=now))
+    async def _stored(self, file_id: str) -> StoredFile:
+        stored = await self._store.get_file(file_id, now=time.time())
         if stored is None:
             raise InvalidImageError(
                 f"The uploaded file {file_id!r} is not on this server (never uploaded, or expired); "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import time
 import uuid
@@ -14,11 +13,25 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
+from llava_bridge.backends.fal.protocol import (
+    ALREADY_COMPLETED,
+    APP_TEMPLATE,
+    COMPLETED,
+    ERROR_TYPE_HEADER,
+    IN_QUEUE,
+    NOT_FOUND,
+    REQUEST_ID_HEADER,
+    CancelOutcome,
+    cancel_path,
+    response_path,
+    status_path,
+    status_stream_path,
+)
 from llava_bridge.errors import LlavaError
 from llava_bridge.server.context import ServerContext, base_url, get_context
 from llava_bridge.server.http.sse import sse_event
 from llava_bridge.server.inputs import LlavaInput, error_answer, to_vision_request
-from llava_bridge.server.jobs import store
+from llava_bridge.server.jobs.protocol import Job, LogEntry
 
 __all__ = ["router"]
 
@@ -59,11 +72,11 @@ class CancelAnswer(BaseModel):
 
 
 def _urls(request: Request, app: str, job_id: str) -> dict[str, str]:
-    response_url = f"{base_url(request)}/{app}/requests/{job_id}"
+    base = base_url(request)
     return {
-        "response_url": response_url,
-        "status_url": f"{response_url}/status",
-        "cancel_url": f"{response_url}/cancel",
+        "response_url": base + response_path(app, job_id),
+        "status_url": base + status_path(app, job_id),
+        "cancel_url": base + cancel_path(app, job_id),
     }
 
 
@@ -81,11 +94,11 @@ def _start_deadline(header: str | None, now: float) -> float | None:
     return now + seconds
 
 
-_bad_request = {"X-Fal-Error-Type": "bad_request"}
+_bad_request = {ERROR_TYPE_HEADER: "bad_request"}
 
 
 @router.post(
-    "/{owner}/{alias}",
+    "/" + APP_TEMPLATE,
     response_model=SubmitAnswer,
     responses={**_NOT_FOUND, 422: {"description": "Invalid input, refused before queueing."}},
     summary="Queue a request",
@@ -125,17 +138,14 @@ async def submit(
         return JSONResponse(body, status_code=status)
     job_id = _proposed_id(x_llava_request_id) or str(uuid.uuid4())
     payload = arguments.model_dump(exclude_none=True)
-    created, job, position = await context.db.call(
-        lambda conn: store.submit(
-            conn,
-            job_id=job_id,
-            app=app,
-            endpoint=app,
-            arguments=payload,
-            image_file=file_id,
-            now=now,
-            start_deadline=deadline,
-        )
+    created, job, position = await context.store.submit(
+        job_id=job_id,
+        app=app,
+        endpoint=app,
+        arguments=payload,
+        image_file=file_id,
+        now=now,
+        start_deadline=deadline,
     )
     if not created and (job.app != app or job.input != payload):
         raise HTTPException(
@@ -150,7 +160,7 @@ async def submit(
         "status": job.state,
         "queue_position": position,
     }
-    return JSONResponse(body, headers={"X-Fal-Request-Id": job_id})
+    return JSONResponse(body, headers={REQUEST_ID_HEADER: job_id})
 
 
 def _proposed_id(header: str | None) -> str | None:
@@ -165,15 +175,15 @@ def _proposed_id(header: str | None) -> str | None:
         ) from None
 
 
-async def _job(context: ServerContext, app: str, job_id: str) -> store.Job:
-    job = await context.db.call(lambda conn: store.get(conn, job_id))
+async def _job(context: ServerContext, app: str, job_id: str) -> Job:
+    job = await context.store.get(job_id)
     if job is None or job.app != app:
         raise HTTPException(404, detail=f"Request {job_id!r} not found (unknown, or its result has expired).")
     return job
 
 
 async def _status_body(
-    context: ServerContext, request: Request, job: store.Job, logs: list[store.LogEntry] | None
+    context: ServerContext, request: Request, job: Job, logs: list[LogEntry] | None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "status": job.state,
@@ -181,9 +191,9 @@ async def _status_body(
         **_urls(request, job.app, job.id),
         "logs": None if logs is None else [entry.to_json() for entry in logs],
     }
-    if job.state == "IN_QUEUE":
-        body["queue_position"] = await context.db.call(lambda conn: store.queue_position(conn, job))
-    if job.state == "COMPLETED":
+    if job.state == IN_QUEUE:
+        body["queue_position"] = await context.store.queue_position(job)
+    if job.state == COMPLETED:
         body["metrics"] = {} if job.inference_time is None else {"inference_time": job.inference_time}
         body["error"] = job.error
         body["error_type"] = job.error_type
@@ -191,7 +201,7 @@ async def _status_body(
 
 
 @router.get(
-    "/{owner}/{alias}/requests/{request_id}/status",
+    status_path(APP_TEMPLATE, "{request_id}"),
     response_model=StatusAnswer,
     responses={**_NOT_FOUND, 202: {"description": "Queued or running.", "model": StatusAnswer}},
     summary="Request status (200 when completed, 202 before)",
@@ -206,14 +216,14 @@ async def status(
 ) -> JSONResponse:
     app = context.app_id(owner, alias)
     job = await _job(context, app, request_id)
-    entries = await context.db.call(lambda conn: store.logs(conn, job.id)) if logs else None
+    entries = await context.store.logs(job.id) if logs else None
     body = await _status_body(context, request, job, entries)
-    code = 200 if job.state == "COMPLETED" else 202
-    return JSONResponse(body, status_code=code, headers={"X-Fal-Request-Id": job.id})
+    code = 200 if job.state == COMPLETED else 202
+    return JSONResponse(body, status_code=code, headers={REQUEST_ID_HEADER: job.id})
 
 
 @router.get(
-    "/{owner}/{alias}/requests/{request_id}/status/stream",
+    status_stream_path(APP_TEMPLATE, "{request_id}"),
     responses={**_NOT_FOUND, 200: {"content": {"text/event-stream": {}}, "description": "Status events."}},
     summary="Status as server-sent events until COMPLETED (logs are new lines only)",
 )
@@ -233,15 +243,11 @@ async def status_stream(
         last_sent: dict[str, Any] | None = None
         last_time = 0.0
         while True:
-            job = await context.db.call(lambda conn: store.get(conn, request_id))
+            job = await context.store.get(request_id)
             if job is None:
                 yield sse_event({"detail": "The request's result has expired."}, event="error")
                 return
-            entries = (
-                await context.db.call(functools.partial(store.logs, job_id=request_id, after=last_log))
-                if logs
-                else None
-            )
+            entries = await context.store.logs(request_id, after=last_log) if logs else None
             if entries:
                 last_log = entries[-1].seq
             body = await _status_body(context, request, job, entries)
@@ -250,7 +256,7 @@ async def status_stream(
             if entries or bare != last_sent or now - last_time >= STREAM_HEARTBEAT_S:
                 yield sse_event(body)
                 last_sent, last_time = bare, now
-            if job.state == "COMPLETED":
+            if job.state == COMPLETED:
                 return
             await asyncio.sleep(STREAM_POLL_S)
 
@@ -258,7 +264,7 @@ async def status_stream(
 
 
 @router.get(
-    "/{owner}/{alias}/requests/{request_id}",
+    response_path(APP_TEMPLATE, "{request_id}"),
     responses={
         **_NOT_FOUND,
         200: {"description": "The model's output: {output, partial, finish_reason, usage}."},
@@ -270,19 +276,24 @@ async def status_stream(
 async def result(owner: str, alias: str, request_id: str, context: Context) -> JSONResponse:
     app = context.app_id(owner, alias)
     job = await _job(context, app, request_id)
-    if job.state != "COMPLETED" or job.result_status is None:
+    if job.state != COMPLETED or job.result_status is None:
         raise HTTPException(400, detail="Request is still in progress; poll its status_url until COMPLETED.")
-    headers = {"X-Fal-Request-Id": job.id}
+    headers = {REQUEST_ID_HEADER: job.id}
     if job.error_type:
-        headers["X-Fal-Error-Type"] = job.error_type
+        headers[ERROR_TYPE_HEADER] = job.error_type
     return JSONResponse(job.result_body, status_code=job.result_status, headers=headers)
 
 
-_CANCEL_CODES = {"OK": 200, "CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400, "NOT_FOUND": 404}
+_CANCEL_CODES: dict[CancelOutcome, int] = {
+    "OK": 200,
+    "CANCELLATION_REQUESTED": 202,
+    "ALREADY_COMPLETED": 400,
+    "NOT_FOUND": 404,
+}
 
 
 @router.put(
-    "/{owner}/{alias}/requests/{request_id}/cancel",
+    cancel_path(APP_TEMPLATE, "{request_id}"),
     response_model=CancelAnswer,
     responses={
         202: {"description": "CANCELLATION_REQUESTED: the running job was signalled.", "model": CancelAnswer},
@@ -293,13 +304,13 @@ _CANCEL_CODES = {"OK": 200, "CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 
 )
 async def cancel(owner: str, alias: str, request_id: str, context: Context) -> JSONResponse:
     app = context.app_id(owner, alias)
-    job = await context.db.call(lambda conn: store.get(conn, request_id))
-    outcome: store.CancelOutcome = "NOT_FOUND"
+    job = await context.store.get(request_id)
+    outcome: CancelOutcome = NOT_FOUND
     if job is not None and job.app == app:
         outcome = await context.runner.cancel(request_id)
     body: dict[str, Any] = {"status": outcome}
-    if outcome in ("ALREADY_COMPLETED", "NOT_FOUND"):
+    if outcome in (ALREADY_COMPLETED, NOT_FOUND):
         body["detail"] = (
-            "The request has already completed." if outcome == "ALREADY_COMPLETED" else "No such request."
+            "The request has already completed." if outcome == ALREADY_COMPLETED else "No such request."
         )
     return JSONResponse(body, status_code=_CANCEL_CODES[outcome])

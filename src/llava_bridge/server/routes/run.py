@@ -17,7 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from llava_bridge.server.context import RUN_PREFIX, ServerContext, base_url, get_context
+from llava_bridge.backends.fal.protocol import APP_TEMPLATE, ERROR_TYPE_HEADER, RUN_PREFIX, STREAM_SUFFIX
+from llava_bridge.server.context import ServerContext, base_url, get_context
 from llava_bridge.server.http.sse import sse_event
 from llava_bridge.server.inputs import LlavaInput, LlavaOutput, error_answer, output_body
 from llava_bridge.types import VisionChunk
@@ -35,7 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/{owner}/{alias}", response_model=LlavaOutput, responses=_ERRORS, summary="Run and wait for the output"
+    "/" + APP_TEMPLATE, response_model=LlavaOutput, responses=_ERRORS, summary="Run and wait for the output"
 )
 async def run(
     owner: str, alias: str, arguments: LlavaInput, request: Request, context: Context
@@ -46,13 +47,13 @@ async def run(
         result = await context.runner.run_now(arguments.model_dump(exclude_none=True), file_id)
     except Exception as exc:
         status, body = error_answer(exc)
-        headers = {"X-Fal-Error-Type": body["error_type"]} if "error_type" in body else None
+        headers = {ERROR_TYPE_HEADER: body["error_type"]} if "error_type" in body else None
         return JSONResponse(body, status_code=status, headers=headers)
     return JSONResponse(output_body(result))
 
 
 @router.post(
-    "/{owner}/{alias}/stream",
+    "/" + APP_TEMPLATE + STREAM_SUFFIX,
     response_model=None,
     responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "Partial outputs."}},
     summary="Run and stream partial outputs as server-sent events",

@@ -16,8 +16,15 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Re
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from llava_bridge.server.context import CDN_PREFIX, REST_PREFIX, ServerContext, base_url, get_context
-from llava_bridge.server.jobs import files as storage
+from llava_bridge.backends.fal.protocol import (
+    CDN_PREFIX,
+    FILES_PATH,
+    FILES_UPLOAD_PATH,
+    REST_PREFIX,
+    STORAGE_TOKEN_PATH,
+    UPLOAD_INITIATE_PATH,
+)
+from llava_bridge.server.context import ServerContext, base_url, get_context
 
 __all__ = ["router"]
 
@@ -56,7 +63,7 @@ class UploadAnswer(BaseModel):
 
 
 def _file_url(request: Request, file_id: str) -> str:
-    return f"{base_url(request)}{CDN_PREFIX}/files/{file_id}"
+    return f"{base_url(request)}{CDN_PREFIX}{FILES_PATH}/{file_id}"
 
 
 def _content_type(value: str | None) -> str:
@@ -64,9 +71,7 @@ def _content_type(value: str | None) -> str:
     return text[:_MAX_NAME] if text and "/" in text else "application/octet-stream"
 
 
-@router.post(
-    f"{REST_PREFIX}/storage/auth/token", response_model=TokenAnswer, summary="A token for CDN uploads"
-)
+@router.post(REST_PREFIX + STORAGE_TOKEN_PATH, response_model=TokenAnswer, summary="A token for CDN uploads")
 async def auth_token(request: Request, context: Context, storage_type: str | None = None) -> TokenAnswer:
     token, expires = context.authenticator.issue_token()
     return TokenAnswer(
@@ -78,7 +83,7 @@ async def auth_token(request: Request, context: Context, storage_type: str | Non
 
 
 @router.post(
-    f"{REST_PREFIX}/storage/upload/initiate",
+    REST_PREFIX + UPLOAD_INITIATE_PATH,
     response_model=InitiateAnswer,
     summary="Reserve a one-time upload URL",
 )
@@ -91,14 +96,11 @@ async def upload_initiate(
     details = details or InitiateRequest()
     now = time.time()
     expires = now + context.settings.file_retention_s
-    file_id = await context.db.call(
-        lambda conn: storage.create_pending(
-            conn,
-            content_type=_content_type(details.content_type),
-            file_name=details.file_name,
-            now=now,
-            expires_at=expires,
-        )
+    file_id = await context.store.create_pending(
+        content_type=_content_type(details.content_type),
+        file_name=details.file_name,
+        now=now,
+        expires_at=expires,
     )
     return InitiateAnswer(
         upload_url=f"{base_url(request)}{CDN_PREFIX}/uploads/{file_id}", file_url=_file_url(request, file_id)
@@ -116,7 +118,7 @@ async def upload_put(
 ) -> JSONResponse:
     data = await request.body()
     ctype = _content_type(content_type) if content_type else None
-    filled = await context.db.call(lambda conn: storage.fill_pending(conn, file_id, data, ctype))
+    filled = await context.store.fill_pending(file_id, data, ctype)
     if not filled:
         raise HTTPException(
             404, detail="No pending upload with this id (already uploaded, or never initiated)."
@@ -125,7 +127,7 @@ async def upload_put(
 
 
 @router.post(
-    f"{CDN_PREFIX}/files/upload",
+    CDN_PREFIX + FILES_UPLOAD_PATH,
     response_model=UploadAnswer,
     openapi_extra=_RAW_BODY,
     responses={422: {"description": "Empty upload."}},
@@ -143,16 +145,14 @@ async def upload(
     now = time.time()
     expires = now + context.settings.file_retention_s
     name = x_fal_file_name[:_MAX_NAME] if x_fal_file_name else None
-    file_id = await context.db.call(
-        lambda conn: storage.put_file(
-            conn, data, content_type=_content_type(content_type), file_name=name, now=now, expires_at=expires
-        )
+    file_id = await context.store.put_file(
+        data, content_type=_content_type(content_type), file_name=name, now=now, expires_at=expires
     )
     return UploadAnswer(access_url=_file_url(request, file_id))
 
 
 @router.get(
-    f"{CDN_PREFIX}/files/{{file_id}}",
+    f"{CDN_PREFIX}{FILES_PATH}/{{file_id}}",
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}},
@@ -161,8 +161,7 @@ async def upload(
     summary="A stored file",
 )
 async def get_file(file_id: str, context: Context) -> Response:
-    now = time.time()
-    stored = await context.db.call(lambda conn: storage.get_file(conn, file_id, now=now))
+    stored = await context.store.get_file(file_id, now=time.time())
     if stored is None:
         raise HTTPException(404, detail="No such file (unknown id, or it expired).")
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}

@@ -1,28 +1,28 @@
-"""The durable job queue: SQL on one connection, no IO beyond it, no event loop.
+"""The job queue's SQL: one connection, no IO beyond it, no event loop (`sqlite.py` runs it).
 
-A job is IN_QUEUE, then IN_PROGRESS (claimed by a worker; `attempts` counts
-claims), then COMPLETED with a result (an HTTP status and a JSON body). Each step
-is one transaction, and only IN_QUEUE jobs can be claimed, so a completed job
-never runs again. After a crash, `requeue_interrupted` puts IN_PROGRESS jobs
-back at their old place in the queue.
+The states and guarantees are `JobStore`'s (`protocol.py`). Each step is one
+transaction; only IN_QUEUE rows can be claimed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from llava_bridge.server.jobs.db import transaction
+from llava_bridge.server.jobs.protocol import (
+    CANCELLED_BODY,
+    CANCELLED_STATUS,
+    CancelOutcome,
+    Job,
+    JobState,
+    LogEntry,
+    error_fields,
+)
 
 __all__ = [
-    "CANCELLED_BODY",
-    "CancelOutcome",
-    "Job",
-    "JobState",
-    "LogEntry",
     "add_logs",
     "cancel",
     "claim",
@@ -34,58 +34,28 @@ __all__ = [
     "requeue",
     "requeue_interrupted",
     "submit",
+    "transaction",
 ]
 
-JobState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-CancelOutcome = Literal["OK", "CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND"]
 
-CANCELLED_STATUS = 499
-CANCELLED_BODY = {"detail": "The request was cancelled.", "error_type": "client_cancelled"}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One row of the jobs table."""
-
-    seq: int
-    id: str
-    app: str
-    endpoint: str
-    input: dict[str, Any]
-    image_file: str | None
-    state: JobState
-    attempts: int
-    cancel_requested: bool
-    created_at: float
-    start_deadline: float | None
-    started_at: float | None
-    completed_at: float | None
-    result_status: int | None
-    result_body: Any
-    error: str | None
-    error_type: str | None
-    inference_time: float | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        values = dict(row)
-        values["input"] = json.loads(values["input"])
-        values["result_body"] = None if values["result_body"] is None else json.loads(values["result_body"])
-        values["cancel_requested"] = bool(values["cancel_requested"])
-        return cls(**values)
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    """One status log line, as fal sends it."""
-
-    seq: int
-    timestamp: str
-    level: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"message": self.message, "level": self.level, "source": "USER", "timestamp": self.timestamp}
+def _job(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["input"] = json.loads(values["input"])
+    values["result_body"] = None if values["result_body"] is None else json.loads(values["result_body"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return Job(**values)
 
 
 def submit(
@@ -118,7 +88,7 @@ def submit(
 
 def get(conn: sqlite3.Connection, job_id: str) -> Job | None:
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return None if row is None else Job.from_row(row)
+    return None if row is None else _job(row)
 
 
 def queue_position(conn: sqlite3.Connection, job: Job) -> int:
@@ -137,7 +107,7 @@ def claim(conn: sqlite3.Connection, *, now: float) -> Job | None:
         "AND state = 'IN_QUEUE' RETURNING *",
         (now,),
     ).fetchone()
-    return None if row is None else Job.from_row(row)
+    return None if row is None else _job(row)
 
 
 def complete(
@@ -150,20 +120,8 @@ def complete(
     inference_time: float | None = None,
     from_states: Sequence[JobState] = ("IN_PROGRESS",),
 ) -> bool:
-    """Store a job's result; False when the job was not in one of `from_states`.
-
-    A failure of the request itself (a body with `error_type`: cancelled, timed
-    out, the model crashed) is also shown in the status as `error`/`error_type`.
-    The model refusing the input (422 with a `detail` list) is not: clients read
-    it from the result, with its status code, as fal's clients do.
-    """
-    error: str | None = None
-    error_type: str | None = None
-    raw_type = body.get("error_type") if isinstance(body, dict) else None
-    if status >= 400 and isinstance(raw_type, str):
-        detail = body.get("detail")
-        error = detail if isinstance(detail, str) else json.dumps(detail)
-        error_type = raw_type
+    """Store a job's result; False when the job was not in one of `from_states`."""
+    error, error_type = error_fields(status, body)
     marks = ",".join("?" for _ in from_states)
     cursor = conn.execute(
         "UPDATE jobs SET state = 'COMPLETED', completed_at = ?, result_status = ?, result_body = ?, "

@@ -1,42 +1,18 @@
-"""Uploaded files, kept in the job database until they expire.
+"""Uploaded files' SQL, kept in the job database until they expire (`sqlite.py` runs it).
 
-Two ways in, as on fal: a direct upload (`POST {cdn}/files/upload`), and
-initiate-then-PUT (`POST {rest}/storage/upload/initiate`, then `PUT` the bytes to
-the returned one-time `upload_url`). Files are served back by their random id.
+Two ways in, as on fal: a direct upload, and initiate-then-PUT (an id reserved
+by `create_pending`, its bytes given once by `fill_pending`). Files are served
+back by their random id.
 """
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
-from dataclasses import dataclass
 
-from llava_bridge.server.jobs.db import transaction
+from llava_bridge.server.jobs.protocol import StoredFile, new_file_id
+from llava_bridge.server.jobs.sqlite_jobs import transaction
 
-__all__ = [
-    "StoredFile",
-    "create_pending",
-    "fill_pending",
-    "get_file",
-    "new_file_id",
-    "purge_files",
-    "put_file",
-]
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """An uploaded file's bytes and how to serve them."""
-
-    id: str
-    content_type: str
-    file_name: str | None
-    data: bytes
-
-
-def new_file_id() -> str:
-    """A random, unguessable id (128 bits)."""
-    return secrets.token_urlsafe(16)
+__all__ = ["create_pending", "fill_pending", "get_file", "purge_files", "put_file"]
 
 
 def put_file(

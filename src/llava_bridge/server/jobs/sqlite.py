@@ -1,0 +1,252 @@
+"""`SQLiteJobStore`: the job store in one SQLite file (WAL), one owner process, one query thread.
+
+Every query runs on a single dedicated thread, so the connection is never
+shared between threads at once and the event loop never blocks on disk. Commits
+are `synchronous=FULL`: a submit that was answered is on disk and survives
+`kill -9` (and power loss). A lock file next to the database stops two servers
+from using it at once. The SQL is in `sqlite_jobs.py` and `sqlite_files.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, TypeVar
+
+from llava_bridge.errors import ConfigurationError
+from llava_bridge.server.jobs import sqlite_files, sqlite_jobs
+from llava_bridge.server.jobs.protocol import CancelOutcome, Job, LogEntry, StoredFile
+
+__all__ = ["SQLiteJobStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    input TEXT NOT NULL,
+    image_file TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    start_deadline REAL,
+    started_at REAL,
+    completed_at REAL,
+    result_status INTEGER,
+    result_body TEXT,
+    error TEXT,
+    error_type TEXT,
+    inference_time REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_completion ON jobs (completed_at);
+CREATE TABLE IF NOT EXISTS job_logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_logs_by_job ON job_logs (job_id, seq);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    content_type TEXT NOT NULL,
+    file_name TEXT,
+    data BLOB,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_expiry ON files (expires_at);
+"""
+
+
+class SQLiteJobStore:
+    """A `JobStore` in the SQLite file at `path` (``:memory:`` for a throwaway one)."""
+
+    def __init__(self, path: str) -> None:
+        """Open (and create) the database; blocks, so call it off the event loop (`open`)."""
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llava-bridge-db")
+        self._lock_file: IO[bytes] | None = None
+        try:
+            self._conn = self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._release_lock()
+            raise
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteJobStore:
+        return await asyncio.to_thread(cls, path)
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            self._lock_file = _lock(self.path + ".lock")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise ConfigurationError(f"Cannot open the job database {self.path!r}: {exc}.") from None
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"The job database {self.path!r} was made by a newer llava-bridge; "
+                "upgrade llava-bridge or use another --db."
+            )
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return conn
+
+    async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run `fn(connection, *args, **kwargs)` on the database thread and await its result."""
+        call = functools.partial(fn, self._conn, *args, **kwargs)
+        return await asyncio.wrap_future(self._executor.submit(call))
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        job_id: str,
+        app: str,
+        endpoint: str,
+        arguments: dict[str, Any],
+        image_file: str | None,
+        now: float,
+        start_deadline: float | None = None,
+    ) -> tuple[bool, Job, int]:
+        return await self._call(
+            sqlite_jobs.submit,
+            job_id=job_id,
+            app=app,
+            endpoint=endpoint,
+            arguments=arguments,
+            image_file=image_file,
+            now=now,
+            start_deadline=start_deadline,
+        )
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._call(sqlite_jobs.get, job_id)
+
+    async def queue_position(self, job: Job) -> int:
+        return await self._call(sqlite_jobs.queue_position, job)
+
+    async def claim(self, *, now: float) -> Job | None:
+        return await self._call(sqlite_jobs.claim, now=now)
+
+    async def complete(
+        self, job_id: str, *, status: int, body: Any, now: float, inference_time: float | None = None
+    ) -> bool:
+        return await self._call(
+            sqlite_jobs.complete, job_id, status=status, body=body, now=now, inference_time=inference_time
+        )
+
+    async def cancel(self, job_id: str, *, now: float) -> CancelOutcome:
+        return await self._call(sqlite_jobs.cancel, job_id, now=now)
+
+    async def requeue(self, job_id: str) -> None:
+        await self._call(sqlite_jobs.requeue, job_id)
+
+    async def requeue_interrupted(self, *, now: float) -> int:
+        return await self._call(sqlite_jobs.requeue_interrupted, now=now)
+
+    async def purge_jobs(self, *, completed_before: float) -> int:
+        return await self._call(sqlite_jobs.purge_jobs, completed_before=completed_before)
+
+    # -- log lines -------------------------------------------------------------------------
+
+    def append_logs(self, job_ids: Sequence[str], level: str, message: str, timestamp: str) -> None:
+        # Queued on the one database thread, so it is written before any later update.
+        call = functools.partial(sqlite_jobs.add_logs, self._conn, job_ids, level, message, timestamp)
+        try:
+            self._executor.submit(call)
+        except RuntimeError:  # closed
+            pass
+
+    async def logs(self, job_id: str, *, after: int = 0) -> list[LogEntry]:
+        return await self._call(sqlite_jobs.logs, job_id, after=after)
+
+    # -- files -------------------------------------------------------------------------------
+
+    async def put_file(
+        self, data: bytes, *, content_type: str, file_name: str | None, now: float, expires_at: float
+    ) -> str:
+        return await self._call(
+            sqlite_files.put_file,
+            data,
+            content_type=content_type,
+            file_name=file_name,
+            now=now,
+            expires_at=expires_at,
+        )
+
+    async def create_pending(
+        self, *, content_type: str, file_name: str | None, now: float, expires_at: float
+    ) -> str:
+        return await self._call(
+            sqlite_files.create_pending,
+            content_type=content_type,
+            file_name=file_name,
+            now=now,
+            expires_at=expires_at,
+        )
+
+    async def fill_pending(self, file_id: str, data: bytes, content_type: str | None) -> bool:
+        return await self._call(sqlite_files.fill_pending, file_id, data, content_type)
+
+    async def get_file(self, file_id: str, *, now: float) -> StoredFile | None:
+        return await self._call(sqlite_files.get_file, file_id, now=now)
+
+    async def purge_files(self, *, now: float) -> int:
+        return await self._call(sqlite_files.purge_files, now=now)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_now)
+
+    def close_now(self) -> None:
+        """Finish queued work, close the connection and release the lock (blocks)."""
+        try:
+            self._executor.submit(self._conn.close).result()
+        except RuntimeError:
+            return
+        self._executor.shutdown(wait=True)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def _lock(path: str) -> IO[bytes]:
+    handle = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        db = path.removesuffix(".lock")
+        raise ConfigurationError(
+            f"Another llava-bridge server is using the job database {db!r}; "
+            "stop it or start this one with another --db PATH."
+        ) from None
+    return handle
