@@ -13,14 +13,24 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
+from llava_bridge.backends._transport.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
-from llava_bridge.backends._transport.h1 import End, Head, NeedData, Origin, ResponseParser, UnusableRequest
+from llava_bridge.backends._transport.http11 import (
+    ClientConnection,
+    End,
+    Head,
+    NeedData,
+    Origin,
+    UnusableRequest,
+)
 from llava_bridge.backends._transport.pool_base import (
     KEEPALIVE_EXPIRY,
     MAX_CONNECTIONS,
     Broken,
     IdleSet,
+    ends_at,
     failure,
+    left,
     prepare,
     response,
     shorter,
@@ -44,8 +54,9 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 class _Link(asyncio.Protocol):
     """One connection: received bytes queue up until read; writes wait when the socket is full."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin, max_body: int) -> None:
         self.origin = origin
+        self.http = ClientConnection(max_body)
         self.idle_since = 0.0
         self._loop = loop
         self._transport: asyncio.Transport | None = None
@@ -135,9 +146,13 @@ class AsyncPool:
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         clock: Callable[[], float] = time.monotonic,
         tls: ssl.SSLContext | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._tls = tls
         """The TLS context for https (None: `tls_context()`, made when first needed)."""
+        self.max_response_bytes = max_response_bytes
+        """The largest decoded response body; a bigger one fails (never retried)."""
+        self._clock = clock
         self._connections: IdleSet[_Link] = IdleSet(max_connections, keepalive_expiry, clock)
         self._waiters: deque[asyncio.Future[None]] = deque()
 
@@ -180,19 +195,24 @@ class AsyncPool:
             prepared = prepare(request)
         except UnusableRequest as exc:
             return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
+        ends = ends_at(request, self._clock)
         try:
-            link = await self._acquire(prepared.origin, request.connect_timeout)
+            link = await self._acquire(prepared.origin, left(ends, request.connect_timeout, self._clock))
         except OSError as exc:  # TimeoutError included
             return failure(exc, sent=False)
         try:
-            await link.write(prepared.data, request.read_timeout)
+            data = link.http.start(prepared.method, prepared.target, prepared.headers, prepared.body)
+            await link.write(data, left(ends, request.read_timeout, self._clock))
+        except UnusableRequest as exc:
+            self.release(link, reusable=False)
+            return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
         except OSError as exc:
             self.release(link, reusable=False)
             return failure(exc, sent=False)
         except BaseException:
             self.release(link, reusable=False)
             raise
-        body = AsyncBody(self, link, ResponseParser(prepared.method), request.read_timeout)
+        body = AsyncBody(self, link, request.read_timeout, ends)
         try:
             return await body.head(), body
         except Broken as exc:
@@ -228,7 +248,7 @@ class AsyncPool:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         try:
-            return await _connect(loop, origin, timeout, self._tls)
+            return await _connect(loop, origin, timeout, self._tls, self.max_response_bytes)
         except BaseException:
             connections.open -= 1
             self._wake_one()
@@ -247,12 +267,16 @@ class AsyncPool:
 
 
 async def _connect(
-    loop: asyncio.AbstractEventLoop, origin: Origin, timeout: float | None, tls: ssl.SSLContext | None
+    loop: asyncio.AbstractEventLoop,
+    origin: Origin,
+    timeout: float | None,
+    tls: ssl.SSLContext | None,
+    max_body: int,
 ) -> _Link:
     tls = (tls or tls_context()) if origin.tls else None
     async with asyncio.timeout(timeout):
         _, link = await loop.create_connection(
-            lambda: _Link(loop, origin),
+            lambda: _Link(loop, origin, max_body),
             origin.host,
             origin.port,
             ssl=tls,
@@ -264,13 +288,12 @@ async def _connect(
 class AsyncBody:
     """One response being read on its connection; gives the connection back when done."""
 
-    def __init__(
-        self, pool: AsyncPool, link: _Link, parser: ResponseParser, read_timeout: float | None
-    ) -> None:
+    def __init__(self, pool: AsyncPool, link: _Link, read_timeout: float | None, ends: float | None) -> None:
         self._pool = pool
         self._link: _Link | None = link
-        self._parser = parser
         self._timeout = read_timeout
+        self._ends = ends
+        """When the whole exchange must be over (None: no overall limit)."""
 
     async def head(self) -> Head:
         event = await self._next(self._timeout)
@@ -279,9 +302,9 @@ class AsyncBody:
         return event
 
     async def read(self, timeout: float | None = None) -> bytes:
-        """The next piece of the body; ``b""`` at its end. `timeout` shortens the read timeout.
+        """The next piece of the body; ``b""`` at its end. `timeout` bounds this whole read.
         Raises `Broken`."""
-        event = await self._next(shorter(self._timeout, timeout))
+        event = await self._next(timeout)
         return event if isinstance(event, bytes) else b""
 
     async def read_all(self) -> bytes:
@@ -307,13 +330,17 @@ class AsyncBody:
             self._link = None
 
     async def _next(self, timeout: float | None) -> Head | bytes | End:
+        """The next event; `timeout` bounds the whole of this call, on top of the exchange's end."""
         link = self._link
         if link is None:
             return End(False)
-        parser = self._parser
+        http, clock = link.http, self._pool._clock
+        ends = self._ends if timeout is None else shorter(self._ends, clock() + timeout)
         try:
-            while isinstance(event := parser.next_event(), NeedData):
-                parser.feed(await link.read(timeout))
+            while isinstance(event := http.next_event(), NeedData):
+                http.feed(
+                    await link.read(self._timeout if ends is None else left(ends, self._timeout, clock))
+                )
         except Exception as exc:
             raise self._broken(exc) from None
         except BaseException:  # cancelled: the connection is in an unknown state

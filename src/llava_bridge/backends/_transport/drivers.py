@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, 
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from llava_bridge.backends._transport.bodies import ResponseLimitExceeded
 from llava_bridge.backends._transport.effects import (
     CloseStream,
     Compute,
@@ -35,6 +36,7 @@ from llava_bridge.backends._transport.effects import (
     StreamEnd,
     TransportFailure,
 )
+from llava_bridge.backends._transport.failures import to_failure
 from llava_bridge.backends._transport.flows import Abandoned
 from llava_bridge.backends._transport.pool_base import Broken
 from llava_bridge.backends._transport.sse import SseEvent, SseParser
@@ -94,6 +96,22 @@ def _log_http(request: HttpRequest, outcome: Any, started: float) -> None:
     http_logger.debug("%s %s -> %s (%.0f ms)", request.method, url, status, elapsed_ms)
 
 
+def _event_ends(timeout: float | None, idle: float | None) -> float | None:
+    """When the wait for the next event must be over: keep-alive comments do not extend it."""
+    limit = idle if timeout is None else timeout if idle is None else min(timeout, idle)
+    return None if limit is None else time.monotonic() + limit
+
+
+def _time_left(ends: float | None) -> float | None:
+    """Seconds left before `ends`; raises TimeoutError once it has passed."""
+    if ends is None:
+        return None
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no event came in time (the stream sent only keep-alives)")
+    return left
+
+
 def _call_back(handler: EmitHandler | None, value: Any) -> None:
     if handler is None:
         return
@@ -113,6 +131,8 @@ class _SyncPerformer:
         self._transport = transport
         self._body: SyncBody | None = None
         self._events = SseParser()
+        self._idle: float | None = None
+        """The open stream's read timeout: the longest wait for its next event."""
 
     def perform(self, effect: Effect) -> Any:
         if isinstance(effect, HttpRequest):
@@ -129,6 +149,7 @@ class _SyncPerformer:
                 return opened
             response, self._body = opened
             self._events = SseParser()
+            self._idle = effect.request.read_timeout
             return response
         if isinstance(effect, NextEvent):
             return self._next_event(effect.timeout)
@@ -144,15 +165,19 @@ class _SyncPerformer:
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a bug in a flow
 
     def _next_event(self, timeout: float | None) -> SseEvent | StreamEnd | TransportFailure:
+        ends = _event_ends(timeout, self._idle)
         while (event := self._events.next_event()) is None:
             if self._body is None or self._events.done:
                 self.close()
                 return StreamEnd()
             try:
-                self._events.feed(self._body.read(timeout))
+                self._events.feed(self._body.read(_time_left(ends)))
             except Broken as exc:
                 self.close()
                 return exc.failure
+            except (ResponseLimitExceeded, TimeoutError) as exc:
+                self.close()
+                return to_failure(exc)
         return event
 
     def close(self, drain: float = 0.0) -> None:
@@ -168,6 +193,8 @@ class _AsyncPerformer:
         self._transport = transport
         self._body: AsyncBody | None = None
         self._events = SseParser()
+        self._idle: float | None = None
+        """The open stream's read timeout: the longest wait for its next event."""
 
     async def perform(self, effect: Effect) -> Any:
         if isinstance(effect, HttpRequest):
@@ -184,6 +211,7 @@ class _AsyncPerformer:
                 return opened
             response, self._body = opened
             self._events = SseParser()
+            self._idle = effect.request.read_timeout
             return response
         if isinstance(effect, NextEvent):
             return await self._next_event(effect.timeout)
@@ -199,15 +227,19 @@ class _AsyncPerformer:
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a bug in a flow
 
     async def _next_event(self, timeout: float | None) -> SseEvent | StreamEnd | TransportFailure:
+        ends = _event_ends(timeout, self._idle)
         while (event := self._events.next_event()) is None:
             if self._body is None or self._events.done:
                 await self.close()
                 return StreamEnd()
             try:
-                self._events.feed(await self._body.read(timeout))
+                self._events.feed(await self._body.read(_time_left(ends)))
             except Broken as exc:
                 await self.close()
                 return exc.failure
+            except (ResponseLimitExceeded, TimeoutError) as exc:
+                await self.close()
+                return to_failure(exc)
         return event
 
     async def close(self, drain: float = 0.0) -> None:

@@ -8,11 +8,11 @@ the flows never touch a socket or a clock of their own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
+from llava_bridge.backends._transport.bodies import loads
 from llava_bridge.backends._transport.sse import SseEvent
 from llava_bridge.retry import Failure, Phase
 
@@ -46,6 +46,10 @@ class HttpRequest:
     content: bytes | None = None
     connect_timeout: float | None = 10.0
     read_timeout: float | None = 60.0
+    """The longest wait for any one read."""
+    total_timeout: float | None = None
+    """The whole exchange (connect, send, head and body; for a stream, every read of it)
+    must be over within this many seconds: a server dripping bytes cannot stretch it."""
     label: str = ""
     """What the call is (``submit``, ``status``...), for logs and messages."""
     phase: Phase = Phase.READ
@@ -65,8 +69,9 @@ class HttpResponse:
         return 200 <= self.status_code < 300
 
     def json(self) -> Any:
-        """The body as JSON; raises ValueError when it is not JSON."""
-        return json.loads(self.body)
+        """The body as JSON; raises `BadBody` (a ValueError) when it is not JSON or is
+        nested too deeply."""
+        return loads(self.body)
 
     def json_or_text(self) -> Any:
         """The body as JSON when it parses, else as text (for error reports)."""

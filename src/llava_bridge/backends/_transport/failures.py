@@ -19,6 +19,7 @@ import ssl
 import h11
 import httpx
 
+from llava_bridge.backends._transport.bodies import ResponseLimitExceeded
 from llava_bridge.backends._transport.effects import TransportFailure
 from llava_bridge.retry import Failure
 
@@ -35,10 +36,6 @@ class Outcome(enum.Enum):
 
 class UnusableRequest(ValueError):
     """The request cannot be put on the wire as given (bad scheme, host, header)."""
-
-
-class ResponseLimitExceeded(Exception):
-    """The server's answer broke a client limit (body size, SSE line length)."""
 
 
 _HTTPX_NOT_SENT = (

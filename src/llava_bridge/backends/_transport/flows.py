@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from llava_bridge.backends._transport.effects import (
     Effect,
@@ -24,6 +25,8 @@ from llava_bridge.errors import (
     APIStatusError,
     APITimeoutError,
     ConfigurationError,
+    ResponseTooLargeError,
+    ServerUnreachableError,
     status_error,
 )
 from llava_bridge.retry import (
@@ -157,7 +160,8 @@ def open_stream(
 
 def _bounded(request: HttpRequest, deadline: Deadline, grace: float = 0.0) -> HttpRequest:
     """`request` with its timeouts cut to the deadline (the read gets `grace` more); raises
-    DeadlineHit when the deadline has passed before sending."""
+    DeadlineHit when the deadline has passed before sending. The whole exchange, body
+    reads included, must end by then too (`total_timeout`)."""
     if deadline.expired():
         raise DeadlineHit
     if deadline.at is None:
@@ -167,6 +171,7 @@ def _bounded(request: HttpRequest, deadline: Deadline, grace: float = 0.0) -> Ht
         request,
         connect_timeout=deadline.bound(request.connect_timeout),
         read_timeout=read_left if request.read_timeout is None else min(request.read_timeout, read_left),
+        total_timeout=read_left if request.total_timeout is None else min(request.total_timeout, read_left),
     )
 
 
@@ -182,6 +187,10 @@ def _next_delay(
     if isinstance(reply, TransportFailure):
         if deadline.expired():
             raise DeadlineHit
+        if reply.over_limit:
+            raise ResponseTooLargeError(
+                f"The {request.label or request.method} request to {request.url} failed: {reply.message}."
+            )
         if reply.fatal:
             raise ConfigurationError(f"Cannot call {request.url}: {reply.message}.")
         if attempt >= config.max_attempts or not should_retry_failure(reply.failure, request.phase):
@@ -209,6 +218,15 @@ def _transport_error(reply: TransportFailure, request: HttpRequest, attempts: in
             "so that it does not run twice. Check your fal dashboard or webhook before retrying."
         )
     tries = f" after {attempts} attempts" if attempts > 1 else ""
+    if reply.failure is Failure.NOT_SENT and not reply.timed_out:
+        parts = urlsplit(request.url)
+        reason = f"the {what} request failed{tries}: {reply.message}"
+        return ServerUnreachableError(
+            f"Cannot reach the server at {parts.scheme}://{parts.netloc.rpartition('@')[2]}: {reason}. "
+            "Check that the server is running and the URL is right.",
+            url=request.url,
+            reason=reason,
+        )
     cls = APITimeoutError if reply.timed_out else APIConnectionError
     return cls(
         f"The {what} request to {request.url} failed{tries}: {reply.message}. "

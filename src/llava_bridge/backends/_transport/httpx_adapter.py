@@ -1,19 +1,26 @@
-"""httpx behind the transport interface of the fal drivers: for an injected `http_client=`,
-and when proxy variables are set (httpx honours them; our own HTTP/1.1 pool does not)."""
+"""httpx behind the transport interface of the drivers: for an injected `http_client=`,
+and when proxy variables are set (httpx honours them; our own HTTP/1.1 pools do not).
+
+The same limits as our pools: bodies are read raw and decoded by `BodyDecoder` (capped,
+so a gzip bomb stops at the cap), and the whole exchange ends by the request's
+`total_timeout`. A sync httpx read cannot be cut short from outside: there the overall
+limit is checked between pieces, and each read waits at most the time left when the
+request was sent."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
+from llava_bridge.backends._transport.bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, BodyDecoder
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
 from llava_bridge.backends._transport.failures import to_failure
-from llava_bridge.backends._transport.pool_base import Broken
-from llava_bridge.retry import Failure
+from llava_bridge.backends._transport.pool_base import Broken, ends_at, left, shorter
 
 __all__ = ["HttpxAsync", "HttpxSync", "classify"]
 
@@ -23,18 +30,20 @@ def classify(exc: Exception) -> TransportFailure:
     return to_failure(exc)
 
 
-def _build(client: httpx.Client | httpx.AsyncClient, request: HttpRequest) -> httpx.Request:
+def _build(
+    client: httpx.Client | httpx.AsyncClient, request: HttpRequest, ends: float | None
+) -> httpx.Request:
+    """The httpx request; raises TimeoutError when `ends` has passed already."""
     headers = dict(request.headers)
     content = request.content
     if request.json_body is not None:
         content = json.dumps(request.json_body, separators=(",", ":"), ensure_ascii=False).encode()
         headers.setdefault("Content-Type", "application/json")
-    timeout = httpx.Timeout(
-        connect=request.connect_timeout,
-        read=request.read_timeout,
-        write=request.read_timeout,
-        pool=request.connect_timeout,
-    )
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers["Accept-Encoding"] = ACCEPT_ENCODING  # what BodyDecoder decodes
+    connect = left(ends, request.connect_timeout, time.monotonic)
+    read = left(ends, request.read_timeout, time.monotonic)
+    timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
     return client.build_request(
         request.method,
         request.url,
@@ -50,50 +59,97 @@ def _response(response: httpx.Response, body: bytes = b"") -> HttpResponse:
     return HttpResponse(response.status_code, headers, body)
 
 
+def _decoder(response: httpx.Response, limit: int) -> BodyDecoder:
+    """The decoder for `response`'s raw body; one built whole (an `httpx.MockTransport`
+    response) was decoded by httpx already."""
+    encoding = "" if response.is_stream_consumed else response.headers.get("content-encoding", "")
+    return BodyDecoder(encoding, limit)
+
+
+def _raw(response: httpx.Response) -> Iterator[bytes]:
+    return iter((response.content,)) if response.is_stream_consumed else response.iter_raw()
+
+
+async def _araw(response: httpx.Response) -> AsyncIterator[bytes]:
+    if response.is_stream_consumed:
+        yield response.content
+    else:
+        async for piece in response.aiter_raw():
+            yield piece
+
+
 class HttpxSync:
     """The sync transport interface over an `httpx.Client`."""
 
-    def __init__(self, client: httpx.Client) -> None:
+    def __init__(self, client: httpx.Client, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.client = client
+        self.max_response_bytes = max_response_bytes
 
     def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
+        started = self._start(request)
+        if isinstance(started, TransportFailure):
+            return started
+        response, body = started
         try:
-            response = self.client.send(_build(self.client, request))
-        except httpx.RequestError as exc:
-            return classify(exc)
-        return _response(response, response.content)
+            return _response(response, body.read_all())
+        except Broken as exc:
+            return exc.failure
+
+    def open(self, request: HttpRequest) -> tuple[HttpResponse, _SyncBody | None] | TransportFailure:
+        started = self._start(request)
+        if isinstance(started, TransportFailure):
+            return started
+        response, body = started
+        if response.is_success:
+            return _response(response), body
+        try:
+            return _response(response, body.read_all()), None
+        except Broken as exc:
+            return exc.failure
 
     def close(self) -> None:
         self.client.close()
 
-    def open(self, request: HttpRequest) -> tuple[HttpResponse, _SyncBody | None] | TransportFailure:
+    def _start(self, request: HttpRequest) -> tuple[httpx.Response, _SyncBody] | TransportFailure:
+        ends = ends_at(request, time.monotonic)
         try:
-            response = self.client.send(_build(self.client, request), stream=True)
+            response = self.client.send(_build(self.client, request, ends), stream=True)
+        except TimeoutError as exc:
+            return to_failure(exc, sent=False)
         except httpx.RequestError as exc:
             return classify(exc)
-        if response.is_success:
-            return _response(response), _SyncBody(response)
-        try:
-            return _response(response, response.read()), None
-        except httpx.RequestError as exc:
-            return classify(exc)
-        finally:
-            response.close()
+        return response, _SyncBody(response, _decoder(response, self.max_response_bytes), ends)
 
 
 class _SyncBody:
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, decoder: BodyDecoder, ends: float | None) -> None:
         self._response = response
-        self._pieces: Iterator[bytes] = response.iter_bytes()
+        self._decoder = decoder
+        self._ends = ends
+        self._pieces = _raw(response)
 
     def read(self, timeout: float | None = None) -> bytes:
-        """The next piece; `timeout` is not applied (httpx fixes a sync read's timeout when it
-        sends the request)."""
+        """The next piece; ``b""`` at the end. `timeout` (and the exchange's end) is checked
+        between pieces: httpx fixes a sync read's own timeout when it sends the request."""
+        ends = self._ends if timeout is None else shorter(self._ends, time.monotonic() + timeout)
         try:
-            return next(self._pieces, b"")
-        except httpx.RequestError as exc:
+            for raw in self._pieces:
+                left(ends, None, time.monotonic)
+                piece = self._decoder.decode(raw)
+                if piece:
+                    return piece
+            self._decoder.finish()
             self._response.close()
-            raise Broken(classify(exc)) from None
+            return b""
+        except Exception as exc:  # httpx's, a broken or over-long body, the time ran out
+            self._response.close()
+            raise Broken(to_failure(exc)) from None
+
+    def read_all(self) -> bytes:
+        pieces = []
+        while piece := self.read():
+            pieces.append(piece)
+        return b"".join(pieces)
 
     def close(self, drain: float = 0.0) -> None:
         self._response.close()
@@ -102,49 +158,84 @@ class _SyncBody:
 class HttpxAsync:
     """The async transport interface over an `httpx.AsyncClient`."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self.client = client
+        self.max_response_bytes = max_response_bytes
 
     async def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
+        started = await self._start(request)
+        if isinstance(started, TransportFailure):
+            return started
+        response, body = started
         try:
-            response = await self.client.send(_build(self.client, request))
-        except httpx.RequestError as exc:
-            return classify(exc)
-        return _response(response, response.content)
+            return _response(response, await body.read_all())
+        except Broken as exc:
+            return exc.failure
+
+    async def open(self, request: HttpRequest) -> tuple[HttpResponse, _AsyncBody | None] | TransportFailure:
+        started = await self._start(request)
+        if isinstance(started, TransportFailure):
+            return started
+        response, body = started
+        if response.is_success:
+            return _response(response), body
+        try:
+            return _response(response, await body.read_all()), None
+        except Broken as exc:
+            return exc.failure
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def open(self, request: HttpRequest) -> tuple[HttpResponse, _AsyncBody | None] | TransportFailure:
+    async def _start(self, request: HttpRequest) -> tuple[httpx.Response, _AsyncBody] | TransportFailure:
+        ends = ends_at(request, time.monotonic)
         try:
-            response = await self.client.send(_build(self.client, request), stream=True)
+            built = _build(self.client, request, ends)
+        except TimeoutError as exc:
+            return to_failure(exc, sent=False)
+        try:
+            async with asyncio.timeout(None if ends is None else ends - time.monotonic()):
+                response = await self.client.send(built, stream=True)
+        except TimeoutError as exc:  # the whole exchange's time, not one of httpx's
+            return to_failure(exc, sent=True)
         except httpx.RequestError as exc:
             return classify(exc)
-        if response.is_success:
-            return _response(response), _AsyncBody(response)
-        try:
-            return _response(response, await response.aread()), None
-        except httpx.RequestError as exc:
-            return classify(exc)
-        finally:
-            await response.aclose()
+        return response, _AsyncBody(response, _decoder(response, self.max_response_bytes), ends)
 
 
 class _AsyncBody:
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, decoder: BodyDecoder, ends: float | None) -> None:
         self._response = response
-        self._pieces: AsyncIterator[bytes] = response.aiter_bytes()
+        self._decoder = decoder
+        self._ends = ends
+        self._pieces = _araw(response)
 
     async def read(self, timeout: float | None = None) -> bytes:
+        """The next piece; ``b""`` at the end. `timeout` bounds this whole read."""
+        ends = self._ends if timeout is None else shorter(self._ends, time.monotonic() + timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return await anext(self._pieces, b"")
-        except TimeoutError:
+            while True:
+                wait = left(ends, None, time.monotonic)
+                async with asyncio.timeout(wait):
+                    raw = await anext(self._pieces, None)
+                if raw is None:
+                    self._decoder.finish()
+                    await self._response.aclose()
+                    return b""
+                piece = self._decoder.decode(raw)
+                if piece:
+                    return piece
+        except Exception as exc:
             await self._response.aclose()
-            raise Broken(TransportFailure(Failure.AFTER_SEND, "timed out", timed_out=True)) from None
-        except httpx.RequestError as exc:
-            await self._response.aclose()
-            raise Broken(classify(exc)) from None
+            raise Broken(to_failure(exc)) from None
+
+    async def read_all(self) -> bytes:
+        pieces = []
+        while piece := await self.read():
+            pieces.append(piece)
+        return b"".join(pieces)
 
     async def close(self, drain: float = 0.0) -> None:
         """With `drain`, read the end for up to that long, so the connection goes back to the pool."""

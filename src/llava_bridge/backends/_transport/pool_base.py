@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
 from llava_bridge.backends._transport.failures import to_failure
-from llava_bridge.backends._transport.h1 import Head, Origin, encode_request, origin_and_target
+from llava_bridge.backends._transport.http11 import Head, Origin, origin_and_target, request_headers
 
 __all__ = [
     "KEEPALIVE_EXPIRY",
@@ -23,6 +23,8 @@ __all__ = [
     "IdleSet",
     "Prepared",
     "failure",
+    "ends_at",
+    "left",
     "prepare",
     "response",
     "shorter",
@@ -49,16 +51,18 @@ class Broken(Exception):
 
 
 class Prepared:
-    """A request ready for the wire: where it goes and its bytes."""
+    """A request ready for a connection: where it goes, its target, headers and body."""
 
-    __slots__ = ("data", "method", "origin")
+    __slots__ = ("body", "headers", "method", "origin", "target")
 
-    def __init__(self, method: str, origin: Origin, data: bytes) -> None:
-        self.method, self.origin, self.data = method, origin, data
+    def __init__(
+        self, method: str, origin: Origin, target: str, headers: list[tuple[bytes, bytes]], body: bytes | None
+    ) -> None:
+        self.method, self.origin, self.target, self.headers, self.body = method, origin, target, headers, body
 
 
 def prepare(request: HttpRequest) -> Prepared:
-    """Encode `request`; raises `UnusableRequest` when it cannot be sent as given."""
+    """Check and frame `request`; raises `UnusableRequest` when it cannot be sent as given."""
     origin, target = origin_and_target(request.url, request.params)
     headers = dict(request.headers)
     body = request.content
@@ -66,7 +70,9 @@ def prepare(request: HttpRequest) -> Prepared:
         body = json.dumps(request.json_body, separators=(",", ":"), ensure_ascii=False).encode()
         if not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "application/json"
-    return Prepared(request.method, origin, encode_request(request.method, origin, target, headers, body))
+    return Prepared(
+        request.method, origin, target, request_headers(request.method, origin, headers, body), body
+    )
 
 
 def response(head: Head, body: bytes = b"") -> HttpResponse:
@@ -76,6 +82,21 @@ def response(head: Head, body: bytes = b"") -> HttpResponse:
 def failure(exc: BaseException, *, sent: bool) -> TransportFailure:
     """Classify `exc`: `sent` says whether the whole request had gone out when it happened."""
     return to_failure(exc, sent=sent)
+
+
+def ends_at(request: HttpRequest, clock: Callable[[], float]) -> float | None:
+    """When the whole exchange for `request` must be over (None: no overall limit)."""
+    return None if request.total_timeout is None else clock() + request.total_timeout
+
+
+def left(ends: float | None, limit: float | None, clock: Callable[[], float]) -> float | None:
+    """`limit` cut to what is left before `ends`; raises TimeoutError once `ends` has passed."""
+    if ends is None:
+        return limit
+    remaining = ends - clock()
+    if remaining <= 0:
+        raise TimeoutError("the call's time ran out")
+    return remaining if limit is None else min(limit, remaining)
 
 
 def shorter(limit: float | None, other: float | None) -> float | None:

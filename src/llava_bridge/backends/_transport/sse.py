@@ -10,9 +10,13 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["SseDecoder", "SseEvent", "SseParser"]
+from llava_bridge.backends._transport.bodies import ResponseLimitExceeded
+
+__all__ = ["MAX_LINE", "SseDecoder", "SseEvent", "SseParser"]
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+MAX_LINE = 1024 * 1024
+"""The longest line (in characters) an event stream may send."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,19 @@ class SseDecoder:
 
 class SseParser:
     """Bytes in, events out: UTF-8 decoding and line splitting (LF, CRLF or CR, across any
-    chunking) in front of an `SseDecoder`."""
+    chunking) in front of an `SseDecoder`.
 
-    def __init__(self) -> None:
+    Linear in the bytes fed, however long a line grows; a line longer than `max_line`
+    characters raises `ResponseLimitExceeded`."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
         self._text = codecs.getincrementaldecoder("utf-8")("replace")
-        self._tail = ""
+        self._pending: list[str] = []
+        """The pieces of the line not ended yet."""
+        self._pending_size = 0
+        self._after_cr = False
+        """The last piece ended with CR: a LF first in the next one belongs to it."""
         self._lines: deque[str] = deque()
         self._events = SseDecoder()
         self._ended = False
@@ -77,19 +89,37 @@ class SseParser:
         """What the stream gave next; ``b""`` for its end."""
         if self._ended:
             return
-        text = self._tail + self._text.decode(data, final=not data)
+        text = self._text.decode(data, final=not data)
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        self._after_cr = text.endswith("\r")
+        if text:
+            lines = _NEWLINE.split(text)
+            if len(lines) == 1:
+                self._pending.append(text)
+                self._pending_size += len(text)
+            else:
+                if self._pending:
+                    lines[0] = "".join(self._pending) + lines[0]
+                tail = lines.pop()
+                self._pending, self._pending_size = ([tail], len(tail)) if tail else ([], 0)
+                if len(text) + self._pending_size > self.max_line:  # a long line may be among them
+                    self._check(max(map(len, lines)))
+                self._lines.extend(lines)
+            self._check(self._pending_size)
         if not data:
             self._ended = True
-        elif text.endswith("\r"):  # maybe half of a CRLF: wait for the next byte
-            text, self._tail = text[:-1], "\r"
-        else:
-            self._tail = ""
-        lines = _NEWLINE.split(text)
-        if data:
-            self._tail = lines.pop() + self._tail
-        elif not lines[-1]:
-            lines.pop()
-        self._lines.extend(lines)
+            if self._pending:
+                self._lines.append("".join(self._pending))
+                self._pending, self._pending_size = [], 0
+
+    def _check(self, size: int) -> None:
+        if size > self.max_line:
+            self._pending, self._pending_size = [], 0
+            raise ResponseLimitExceeded(
+                f"the event stream sent a line over {self.max_line} characters; "
+                "the server is not sending server-sent events"
+            )
 
     def next_event(self) -> SseEvent | None:
         """The next whole event; None when more bytes are needed (or `done`)."""

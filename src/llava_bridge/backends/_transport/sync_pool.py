@@ -9,15 +9,25 @@ import threading
 import time
 from collections.abc import Callable
 
+from llava_bridge.backends._transport.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
-from llava_bridge.backends._transport.h1 import End, Head, NeedData, Origin, ResponseParser, UnusableRequest
+from llava_bridge.backends._transport.http11 import (
+    ClientConnection,
+    End,
+    Head,
+    NeedData,
+    Origin,
+    UnusableRequest,
+)
 from llava_bridge.backends._transport.pool_base import (
     KEEPALIVE_EXPIRY,
     MAX_CONNECTIONS,
     READ_SIZE,
     Broken,
     IdleSet,
+    ends_at,
     failure,
+    left,
     prepare,
     response,
     shorter,
@@ -30,10 +40,11 @@ __all__ = ["SyncBody", "SyncPool"]
 
 
 class _Connection:
-    __slots__ = ("idle_since", "origin", "sock")
+    __slots__ = ("http", "idle_since", "origin", "sock")
 
-    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+    def __init__(self, sock: socket.socket, origin: Origin, max_body: int) -> None:
         self.sock, self.origin, self.idle_since = sock, origin, 0.0
+        self.http = ClientConnection(max_body)
 
     def stale(self) -> bool:
         """An idle connection with anything to read was closed by the server (or is garbled)."""
@@ -63,9 +74,13 @@ class SyncPool:
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         clock: Callable[[], float] = time.monotonic,
         tls: ssl.SSLContext | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._tls = tls
         """The TLS context for https (None: `tls_context()`, made when first needed)."""
+        self.max_response_bytes = max_response_bytes
+        """The largest decoded response body; a bigger one fails (never retried)."""
+        self._clock = clock
         self._connections: IdleSet[_Connection] = IdleSet(max_connections, keepalive_expiry, clock)
         self._lock = threading.Condition()
 
@@ -104,20 +119,25 @@ class SyncPool:
             prepared = prepare(request)
         except UnusableRequest as exc:
             return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
+        ends = ends_at(request, self._clock)
         try:
-            connection = self._acquire(prepared.origin, request.connect_timeout)
+            connection = self._acquire(prepared.origin, left(ends, request.connect_timeout, self._clock))
         except OSError as exc:  # TimeoutError included
             return failure(exc, sent=False)
         try:
-            connection.sock.settimeout(request.read_timeout)
-            connection.sock.sendall(prepared.data)
+            data = connection.http.start(prepared.method, prepared.target, prepared.headers, prepared.body)
+            connection.sock.settimeout(left(ends, request.read_timeout, self._clock))
+            connection.sock.sendall(data)
+        except UnusableRequest as exc:
+            self.release(connection, reusable=False)
+            return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
         except OSError as exc:
             self.release(connection, reusable=False)
             return failure(exc, sent=False)
         except BaseException:  # Ctrl-C mid-send: the connection is in an unknown state
             self.release(connection, reusable=False)
             raise
-        body = SyncBody(self, connection, ResponseParser(prepared.method), request.read_timeout)
+        body = SyncBody(self, connection, request.read_timeout, ends)
         try:
             return body.head(), body
         except Broken as exc:
@@ -140,7 +160,7 @@ class SyncPool:
                     raise TimeoutError("no connection came free in the pool in time")
                 self._lock.wait(left)
         try:
-            return _Connection(_connect(origin, timeout, self._tls), origin)
+            return _Connection(_connect(origin, timeout, self._tls), origin, self.max_response_bytes)
         except BaseException:
             with self._lock:
                 connections.open -= 1
@@ -169,12 +189,14 @@ class SyncBody:
     """One response being read on its connection; gives the connection back when done."""
 
     def __init__(
-        self, pool: SyncPool, connection: _Connection, parser: ResponseParser, read_timeout: float | None
+        self, pool: SyncPool, connection: _Connection, read_timeout: float | None, ends: float | None
     ) -> None:
         self._pool = pool
         self._connection: _Connection | None = connection
-        self._parser = parser
-        self._timeout = self._applied = read_timeout
+        self._timeout = read_timeout
+        self._applied = connection.sock.gettimeout()
+        self._ends = ends
+        """When the whole exchange must be over (None: no overall limit)."""
 
     def head(self) -> Head:
         event = self._next(self._timeout)
@@ -183,9 +205,9 @@ class SyncBody:
         return event
 
     def read(self, timeout: float | None = None) -> bytes:
-        """The next piece of the body; ``b""`` at its end. `timeout` shortens the read timeout.
+        """The next piece of the body; ``b""`` at its end. `timeout` bounds this whole read.
         Raises `Broken`."""
-        event = self._next(shorter(self._timeout, timeout))
+        event = self._next(timeout)
         return event if isinstance(event, bytes) else b""
 
     def read_all(self) -> bytes:
@@ -211,16 +233,19 @@ class SyncBody:
             self._connection = None
 
     def _next(self, timeout: float | None) -> Head | bytes | End:
+        """The next event; `timeout` bounds the whole of this call, on top of the exchange's end."""
         connection = self._connection
         if connection is None:
             return End(False)
-        parser = self._parser
+        http, sock, clock = connection.http, connection.sock, self._pool._clock
+        ends = self._ends if timeout is None else shorter(self._ends, clock() + timeout)
         try:
-            if timeout != self._applied:
-                connection.sock.settimeout(timeout)
-                self._applied = timeout
-            while isinstance(event := parser.next_event(), NeedData):
-                parser.feed(connection.sock.recv(READ_SIZE))
+            while isinstance(event := http.next_event(), NeedData):
+                wait = self._timeout if ends is None else left(ends, self._timeout, clock)
+                if wait != self._applied:
+                    sock.settimeout(wait)
+                    self._applied = wait
+                http.feed(sock.recv(READ_SIZE))
         except Exception as exc:
             raise self._broken(exc) from None
         except BaseException:  # Ctrl-C: the connection is in an unknown state

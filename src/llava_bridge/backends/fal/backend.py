@@ -33,7 +33,7 @@ from llava_bridge.backends._transport.choice import PROXY_VARIABLES, Transports
 from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
 from llava_bridge.backends._transport.effects import Flow
 from llava_bridge.backends._transport.flows import Deadline, finite_positive
-from llava_bridge.backends._transport.h1 import header_problem
+from llava_bridge.backends._transport.http11 import header_problem
 from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
 from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.backends.base import Closeable
