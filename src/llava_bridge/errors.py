@@ -12,6 +12,7 @@ The tree::
     │   └── ContextOverflowError      even the latest turn does not fit the context window
     ├── APIConnectionError            the server could not be reached or the connection broke
     │   ├── APITimeoutError           an HTTP read/connect timed out
+    │   ├── ServerUnreachableError    no connection could be made (refused, unknown host); .url
     │   └── AmbiguousSubmitError      a submit failed after it was sent: the job may be queued
     ├── DeadlineExceededError         the caller's client_timeout ran out (the job was cancelled)
     ├── JobFailedError                the job completed with an error (fal's COMPLETED + error)
@@ -135,6 +136,16 @@ class APIConnectionError(LlavaError):
 
 class APITimeoutError(APIConnectionError):
     """An HTTP request timed out."""
+
+
+class ServerUnreachableError(APIConnectionError):
+    """No connection could be made to `url` (refused, unknown host), after the retries."""
+
+    def __init__(self, message: str, *, url: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+        """What failed, without advice: "the submit request failed after 5 attempts: ..."."""
 
 
 class AmbiguousSubmitError(APIConnectionError):

@@ -19,6 +19,8 @@ SAMPLE_ARGUMENTS: dict[str, Any] = {
     "needed": 9000,
     "available": 8192,
     "timeout": 2.5,
+    "url": "http://gpu-box:8000/fal-ai/llava-llama3-8b-v11",
+    "reason": "the submit request failed after 5 attempts: connection refused",
 }
 
 ERROR_CLASSES = sorted(

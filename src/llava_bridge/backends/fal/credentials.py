@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from llava_bridge.backends.fal.settings import is_fal_host
 
-__all__ = ["BASE_URL_ENV", "KeyRule", "base_url_from_env", "key_from_env", "origin_of"]
+__all__ = ["BASE_URL_ENV", "KeyRule", "base_url_from_env", "key_from_env", "origin_of", "shown_origin"]
 
 BASE_URL_ENV = "LLAVA_FAL_BASE_URL"
 
@@ -53,7 +53,7 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def _shown_origin(url: str) -> str:
+def shown_origin(url: str) -> str:
     """`url`'s scheme, host and port as the user wrote them (no path, no credentials)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -104,15 +104,23 @@ class KeyRule:
             return None
         return f"Key {self.key.get_secret_value()}"
 
+    def source_of(self, url: str) -> str | None:
+        """Where the caller named `url`'s host: ``LLAVA_FAL_BASE_URL``, ``base_url= in code``...;
+        None for fal's own hosts."""
+        if is_fal_host(url):
+            return None
+        if self.env_origin == origin_of(url):
+            return BASE_URL_ENV
+        return f"{self.named_in_code} in code" if self.named_in_code is not None else None
+
     def refusal_advice(self, url: str) -> str | None:
         """For a 401/403 from `url`: which rule applied and what to pass; None for fal's hosts."""
         if is_fal_host(url):
             return None
-        server = f"The server at {_shown_origin(url)}"
-        if self.env_origin == origin_of(url):
-            server += f" (from {BASE_URL_ENV})"
-        elif self.named_in_code is not None:
-            server += f" (from {self.named_in_code} in code)"
+        server = f"The server at {shown_origin(url)}"
+        source = self.source_of(url)
+        if source is not None:
+            server += f" (from {source})"
         if self.sends_key_to(url):
             given = "the api_key= given in code" if self.key_source == "code" else "the key from FAL_KEY"
             return (
