@@ -27,6 +27,7 @@ from llava_bridge.errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    ServerUnreachableError,
     UnprocessableEntityError,
     UnsupportedContentError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "RateLimitError",
     "ResizePolicy",
     "ServerError",
+    "ServerUnreachableError",
     "TransformersBackend",
     "UnprocessableEntityError",
     "UnsupportedContentError",

@@ -56,6 +56,7 @@ __all__ = [
     "RateLimitError",
     "ResponseTooLargeError",
     "ServerError",
+    "ServerUnreachableError",
     "UnprocessableEntityError",
     "UnsupportedContentError",
     "replace_advice",
