@@ -23,6 +23,7 @@ import pytest
 
 from llava_bridge.backends._transport.async_pool import AsyncPool
 from llava_bridge.backends._transport.bodies import BadBody
+from llava_bridge.backends._transport.choice import Transports
 from llava_bridge.backends._transport.drivers import _AsyncPerformer, _SyncPerformer, run_async, run_sync
 from llava_bridge.backends._transport.effects import (
     HttpRequest,
@@ -35,15 +36,22 @@ from llava_bridge.backends._transport.effects import (
 from llava_bridge.backends._transport.flows import Deadline, call
 from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
 from llava_bridge.backends._transport.sync_pool import SyncPool
-from llava_bridge.errors import APIConnectionError, ResponseTooLargeError
+from llava_bridge.backends.fal.backend import FalBackend
+from llava_bridge.errors import (
+    APIConnectionError,
+    ConfigurationError,
+    DeadlineExceededError,
+    ResponseTooLargeError,
+)
 from llava_bridge.retry import Failure
+from llava_bridge.types import VisionRequest
 
 CAP = 1024 * 1024
 """The body cap the tests set (the default, 64 MiB, works the same, only slower to reach)."""
 DEADLINE = 1.5
 SLACK = 2.0
 
-Script = Callable[[socket.socket], None]
+Script = Callable[[socket.socket, bytes], None]
 
 
 class Server:
@@ -52,6 +60,8 @@ class Server:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.accepted = 0
+        self.streams = 0
+        """Status streams opened (counted by the scripts that serve them)."""
         self.stopping = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
@@ -84,7 +94,7 @@ class Server:
                     if not piece:
                         return
                     data += piece
-                self.script(sock)
+                self.script(sock, data)
         except OSError:
             pass
 
@@ -233,7 +243,7 @@ def _gzip_bomb(size: int) -> bytes:
 BOMB = _gzip_bomb(128 * 1024 * 1024)  # 128 MiB of zeros in about 130 KiB
 
 
-def gzip_bomb(sock: socket.socket) -> None:
+def gzip_bomb(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(
         b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(BOMB), BOMB)
     )
@@ -267,7 +277,7 @@ def test_a_gzip_bomb_stops_at_the_cap(
     assert server.accepted == 1  # not retried
 
 
-def endless_chunks(sock: socket.socket) -> None:
+def endless_chunks(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
     for _ in range(100_000):  # 6 GiB: the client must give up long before
@@ -286,11 +296,11 @@ def test_an_endless_chunked_body_stops_at_the_cap(
 # -- what h11 refuses -----------------------------------------------------------------------------
 
 
-def conflicting_length_then_serve(sock: socket.socket) -> None:
+def conflicting_length_then_serve(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 40\r\n\r\nhi")
 
 
-def xchunkedx(sock: socket.socket) -> None:
+def xchunkedx(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunkedx\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
 
@@ -315,7 +325,7 @@ def test_a_malformed_response_is_refused_and_its_connection_not_reused(
 # -- one deadline for the whole call --------------------------------------------------------------
 
 
-def drip(sock: socket.socket) -> None:
+def drip(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
     for _ in range(1000):
         time.sleep(0.25)
@@ -332,7 +342,7 @@ def test_a_dripping_body_ends_at_the_deadline(
     assert isinstance(reply, TransportFailure) and reply.timed_out, reply
 
 
-def comments_only(sock: socket.socket) -> None:
+def comments_only(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
     for _ in range(1000):
         sock.sendall(b"4\r\n: \n\n\r\n")
@@ -358,7 +368,7 @@ def test_a_stream_of_keep_alive_comments_ends_at_the_deadline(
 # -- event-stream lines ---------------------------------------------------------------------------
 
 
-def long_line(sock: socket.socket) -> None:
+def long_line(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\ndata: ")
     piece = b"a" * 65536
     for _ in range(256):  # 16 MiB without a line end
@@ -380,7 +390,7 @@ def test_an_event_with_a_long_but_allowed_line_comes_through(
 ) -> None:
     line = b"data: " + b"b" * 500_000 + b"\n\n"
 
-    def script(sock: socket.socket) -> None:
+    def script(sock: socket.socket, head: bytes = b"") -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + line)
         sock.close()
 
@@ -394,7 +404,7 @@ def test_an_event_with_a_long_but_allowed_line_comes_through(
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
-def deep_json(sock: socket.socket) -> None:
+def deep_json(sock: socket.socket, head: bytes = b"") -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(DEEP), DEEP))
 
 
@@ -409,3 +419,58 @@ def test_json_nested_100k_deep_is_a_typed_error(
     assert reply.json_or_text() == DEEP.decode()
     with pytest.raises(APIConnectionError, match="not valid JSON"):
         path.call(get(server), mode=mode)
+
+
+# -- as a user sees it ----------------------------------------------------------------------------
+
+
+def test_fal_backend_max_response_bytes_reaches_every_transport(serve: Callable[[Script], Server]) -> None:
+    def big_answer(sock: socket.socket, head: bytes = b"") -> None:
+        body = b'{"output": "' + b"a" * 300_000 + b'"}'
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    server = serve(big_answer)
+    for client in (None, httpx.Client()):
+        backend = FalBackend(
+            base_url=server.url.rstrip("/"),
+            api_key="k",
+            mode="run",
+            max_response_bytes=100_000,
+            http_client=client,
+        )
+        with pytest.raises(ResponseTooLargeError, match="raise max_response_bytes="):
+            backend.generate(VisionRequest(prompt="hi"))
+        backend.close()
+        if client is not None:
+            client.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_max_response_bytes_must_be_a_positive_whole_number(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_response_bytes"):
+        Transports(max_response_bytes=bad)
+
+
+def test_a_status_stream_of_keep_alive_comments_does_not_outlast_a_fal_timeout(
+    serve: Callable[[Script], Server],
+) -> None:
+    """The queue's status stream sends only comments: the call still ends by its timeout=
+    (the stream is given up after `stream_idle_timeout` without an event; polling follows)."""
+
+    def queue(sock: socket.socket, head: bytes = b"") -> None:
+        line = head.split(b"\r\n", 1)[0]
+        if line.startswith(b"GET") and b"/status/stream" in line:
+            server.streams += 1
+            comments_only(sock)
+            return
+        body = b'{"request_id": "r1", "status": "IN_QUEUE"}'
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    server = serve(queue)
+    backend = FalBackend(base_url=server.url.rstrip("/"), api_key="k", timeout=3.0, stream_idle_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        backend.generate(VisionRequest(prompt="hi"))
+    assert time.monotonic() - started < 3.0 + SLACK
+    assert server.streams >= 1  # the stream was tried, and given up on: comments are not events
+    backend.close()

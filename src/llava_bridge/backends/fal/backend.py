@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from llava_bridge import retry
 from llava_bridge._version import __version__
 from llava_bridge.backends._transport.async_pool import AsyncPool
+from llava_bridge.backends._transport.bodies import DEFAULT_MAX_RESPONSE_BYTES
 from llava_bridge.backends._transport.choice import PROXY_VARIABLES, Transports
 from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
 from llava_bridge.backends._transport.effects import Flow
@@ -190,6 +191,7 @@ class FalBackend(Closeable):
         read_timeout: float = READ_TIMEOUT,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._model = check_endpoint(model)
         if mode not in ("queue", "run"):
@@ -252,7 +254,7 @@ class FalBackend(Closeable):
         self._text_only: TextOnly = text_only
         self._storage = StorageState()
         self._context: FalContext | None = None
-        self._transports = Transports(http_client, async_http_client)
+        self._transports = Transports(http_client, async_http_client, max_response_bytes=max_response_bytes)
 
     # -- what the Backend protocol asks ------------------------------------------------
 

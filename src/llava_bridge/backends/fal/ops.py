@@ -6,11 +6,11 @@ picks the flow and the driver.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llava_bridge.backends._transport.bodies import loads
 from llava_bridge.backends._transport.effects import (
     CloseStream,
     Effect,
@@ -324,7 +324,7 @@ def stream_flow(
 def _event_output(event: SseEvent, request_id: str | None) -> str | None:
     """The cumulative output text of one /stream event; None for events without one."""
     try:
-        data = json.loads(event.data)
+        data = loads(event.data)  # too deep: BadBody, a ValueError
     except ValueError:
         return None
     if not isinstance(data, Mapping):

@@ -9,7 +9,6 @@ exactly once, in a `FalStatus` update emitted when something changed.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -17,6 +16,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llava_bridge.backends._transport.bodies import loads
 from llava_bridge.backends._transport.effects import (
     CloseStream,
     Effect,
@@ -328,7 +328,7 @@ def _watch_stream(
             logger.debug("fal status stream stopped before COMPLETED (%s); polling", shown)
             return None
         try:
-            data = json.loads(event.data)
+            data = loads(event.data)  # too deep: BadBody, a ValueError
         except ValueError:
             logger.debug("fal status stream sent invalid JSON; polling")
             yield CloseStream()
