@@ -38,7 +38,7 @@ from llava_bridge.backends._transport.http11 import header_problem
 from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
 from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.backends.base import Closeable
-from llava_bridge.backends.fal.credentials import KeyRule, base_url_from_env
+from llava_bridge.backends.fal.credentials import KeyRule, base_url_from_env, shown_origin
 from llava_bridge.backends.fal.endpoints import DEFAULT_ENDPOINT, check_endpoint
 from llava_bridge.backends.fal.ops import (
     FalContext,
@@ -60,6 +60,7 @@ from llava_bridge.errors import (
     ConfigurationError,
     MissingCredentialsError,
     PermissionDeniedError,
+    ServerUnreachableError,
     replace_advice,
 )
 from llava_bridge.images import ResizePolicy
@@ -132,6 +133,21 @@ def _named_hosts(*urls: str | None) -> zip[tuple[str, str | None]]:
 
 def _hosts(config: FalConfig) -> tuple[str, str, str, str]:
     return (config.queue_url, config.run_url, config.rest_url, config.cdn_url)
+
+
+def _unreachable_message(error: ServerUnreachableError, source: str | None) -> str:
+    """One line for a server nothing answers at: its origin, where it was named, what to do."""
+    where = shown_origin(error.url)
+    if source is None:
+        return (
+            f"Cannot reach fal at {where}: {error.reason}. "
+            "Check the network connection (and HTTPS_PROXY, if you need a proxy)."
+        )
+    fix = source.removesuffix(" in code")
+    return (
+        f"Cannot reach the server at {where} (from {source}): {error.reason}. "
+        f"Is it running? Start one with `llava-bridge serve`, or fix {fix}."
+    )
 
 
 def _check_url(name: str, url: str) -> str:
@@ -345,39 +361,45 @@ class FalBackend(Closeable):
     def _run(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
         try:
             return run_sync(flow, self._transport(), on_emit)
-        except (AuthenticationError, PermissionDeniedError) as exc:
-            self._explain_refusal(exc)
-            raise
+        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+            self._explain(exc)
+            raise exc from None  # the chain would only repeat the message
 
     def _iterate(self, flow: Flow[Any]) -> Iterator[Any]:
         try:
             yield from iterate_sync(flow, self._transport())
-        except (AuthenticationError, PermissionDeniedError) as exc:
-            self._explain_refusal(exc)
-            raise
+        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+            self._explain(exc)
+            raise exc from None  # the chain would only repeat the message
 
     async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
         try:
             return await run_async(flow, self._async_transport(), on_emit)
-        except (AuthenticationError, PermissionDeniedError) as exc:
-            self._explain_refusal(exc)
-            raise
+        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+            self._explain(exc)
+            raise exc from None  # the chain would only repeat the message
 
     async def _aiterate(self, flow: Flow[Any]) -> AsyncIterator[Any]:
         try:
             async for value in iterate_async(flow, self._async_transport()):
                 yield value
-        except (AuthenticationError, PermissionDeniedError) as exc:
-            self._explain_refusal(exc)
-            raise
+        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+            self._explain(exc)
+            raise exc from None  # the chain would only repeat the message
 
-    def _explain_refusal(self, error: APIStatusError) -> None:
-        """Say in a 401/403 from a server of the caller's which key rule applied (never the key)."""
+    def _explain(self, error: APIStatusError | ServerUnreachableError) -> None:
+        """Say in the error where the caller named the server, and what to do: for a 401/403
+        from a server of the caller's, which key rule applied (never the key); for a server
+        that cannot be reached, whether it came from LLAVA_FAL_BASE_URL or base_url=."""
         context = self._context
         if context is None or context.config.keys is None:
             return
+        keys = context.config.keys
+        if isinstance(error, ServerUnreachableError):
+            error.args = (_unreachable_message(error, keys.source_of(error.url)),)
+            return
         own = [url for url in _hosts(context.config) if not is_fal_host(url)]
-        advice = context.config.keys.refusal_advice(own[0]) if own else None
+        advice = keys.refusal_advice(own[0]) if own else None
         if advice is not None:
             error.args = (replace_advice(str(error), advice),)
 

@@ -223,7 +223,7 @@ def finish_flow(
     tracker = LogTracker()
     try:
         done = yield from wait_flow(ctx.config, deadline, job, tracker)
-        check_completed(done)
+        check_completed(done, job.queue_url)
         data = yield from result_flow(ctx.config, deadline, job)
         yield CloseStream(drain=True)
     except DeadlineHit:

@@ -36,8 +36,9 @@ from llava_bridge.backends._transport.flows import (
     raise_for_status,
     unexpected_answer,
 )
+from llava_bridge.backends.fal.credentials import shown_origin
 from llava_bridge.backends.fal.endpoints import app_path
-from llava_bridge.backends.fal.settings import FalConfig
+from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.errors import InvalidRequestError, JobFailedError
 from llava_bridge.retry import Phase, should_retry_status
 
@@ -186,12 +187,17 @@ def parse_status(request_id: str, data: Any, response: HttpResponse) -> FalStatu
     )
 
 
-def check_completed(status: FalStatus) -> None:
-    """Raise JobFailedError when a COMPLETED status carries an error."""
+def check_completed(status: FalStatus, queue_url: str | None = None) -> None:
+    """Raise JobFailedError when a COMPLETED status carries an error (naming fal only for fal's hosts)."""
     if status.error is not None or status.error_type is not None:
         kind = f" ({status.error_type})" if status.error_type else ""
+        server = (
+            "fal"
+            if queue_url is None or is_fal_host(queue_url)
+            else f"the server at {shown_origin(queue_url)}"
+        )
         raise JobFailedError(
-            f"fal request {status.request_id} failed{kind}: {status.error or 'no detail given'}",
+            f"Request {status.request_id} to {server} failed{kind}: {status.error or 'no detail given'}",
             request_id=status.request_id,
             error_type=status.error_type,
         )

@@ -39,8 +39,9 @@ from llava_bridge.backends._transport.flows import (
     raise_for_status,
     unexpected_answer,
 )
+from llava_bridge.backends.fal.credentials import origin_of
 from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
-from llava_bridge.errors import APIConnectionError, APIStatusError
+from llava_bridge.errors import APIConnectionError, APIStatusError, ServerUnreachableError
 from llava_bridge.images import ImageInput, ResizePolicy
 from llava_bridge.retry import Phase
 
@@ -193,10 +194,20 @@ def _upload(
     name = f"{stem}.{_EXTENSIONS.get(mime, 'bin')}"
     try:
         url = yield from _upload_cdn(config, deadline, state, data, mime, name)
+    except ServerUnreachableError as exc:
+        state.set_token(None)
+        if origin_of(exc.url) == origin_of(config.rest_url):
+            raise  # the fallback would call the same dead host
+        failed: Exception = exc
     except (APIStatusError, APIConnectionError) as exc:
         state.set_token(None)
-        logger.warning("fal CDN upload failed (%s); trying the storage upload fallback", type(exc).__name__)
-        url = yield from _upload_initiate(config, deadline, data, mime, name)
+        failed = exc
+    else:
+        state.uploads += 1
+        return url
+    # Outside the except blocks: a failing fallback raises its own error, not a chain of two.
+    logger.warning("CDN upload failed (%s); trying the storage upload fallback", type(failed).__name__)
+    url = yield from _upload_initiate(config, deadline, data, mime, name)
     state.uploads += 1
     return url
 
