@@ -4,8 +4,8 @@
 to a callback; `iterate_sync`/`iterate_async` yield the emitted values instead.
 Neither ever starts an event loop of its own.
 
-HTTP goes through a *transport*: our own HTTP/1.1 pools (`_h1_sync`, `_h1_async`),
-or httpx (`_httpx_transport`) for an injected client or behind a proxy. Both answer
+HTTP goes through a *transport*: our own HTTP/1.1 pools (`sync_pool`, `async_pool`),
+or httpx (`httpx_adapter`) for an injected client or behind a proxy. Both answer
 `send(request)` with a whole response and `open(request)` with a head and a body
 to read piece by piece, and both classify failures the same way.
 """

@@ -2,7 +2,7 @@
 
 A flow is a generator. It yields an *effect* (an HTTP call to make, a stream to
 open or read, a pause, a value to hand out, CPU work to run) and receives the
-*reply*. Drivers (`_fal_drivers`) perform effects with httpx and time/asyncio;
+*reply*. Drivers (`drivers`) perform effects through a transport and time/asyncio;
 the flows never touch a socket or a clock of their own.
 """
 
