@@ -48,7 +48,7 @@ def test_429_asking_for_longer_than_the_cap_raises_at_once(
     with pytest.raises(RateLimitError, match="Slow down") as info:
         backend.generate(ASK)
 
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10.0  # waiting even the 30 s cap would fail this
     assert info.value.status_code == 429 and len(server.calls("submit")) == 1
 
 
@@ -135,13 +135,13 @@ def test_truncated_json_from_a_result_is_fetched_again(server: FalTestServer, ba
 def test_a_stalled_status_stream_falls_back_to_polling(
     server: FalTestServer, make_backend: Callable[..., FalBackend]
 ) -> None:
-    server.fail("status_stream", "stall", seconds=3.0)
+    server.fail("status_stream", "stall", seconds=30.0)
     backend = make_backend(stream_idle_timeout=0.3)
 
     started = time.monotonic()
     result = backend.generate(ASK)
 
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # did not wait out the 30 s stall
     assert result.logs == ("loading model", "generating")
     assert server.calls("status")
 
@@ -161,15 +161,15 @@ def test_a_stalled_status_poll_is_retried_after_the_read_timeout(
 def test_client_timeout_cancels_the_job_then_raises_with_its_id(
     server: FalTestServer, make_backend: Callable[..., FalBackend]
 ) -> None:
-    server.job_seconds = 5.0
-    server.fail("status", "stall", seconds=5.0, times=3)
+    server.job_seconds = 30.0
+    server.fail("status", "stall", seconds=30.0, times=3)
     backend = make_backend(status_stream=False, timeout=0.8)
 
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError, match="cancelled") as info:
         backend.generate(ASK)
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 10.0  # did not wait out the 30 s stall
     request_id = info.value.request_id
     assert request_id in server.jobs and server.jobs[request_id].cancelled
     assert info.value.timeout == 0.8

@@ -207,12 +207,12 @@ async def test_concurrent_async_calls_all_answer_and_later_rounds_reuse_the_conn
 async def test_a_status_stream_left_open_after_completed_does_not_hold_the_answer(
     server: FalTestServer, backend: FalBackend
 ) -> None:
-    server.fail("status_stream", "linger", seconds=3.0)
+    server.fail("status_stream", "linger", seconds=30.0)
     started = time.monotonic()
     result = await backend.agenerate(VisionRequest(prompt="Quick?"))
 
     assert result.text.endswith("Quick?")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10.0  # did not wait out the 30 s linger
 
 
 async def test_own_connections_go_through_httpx_only_when_a_proxy_variable_is_set(

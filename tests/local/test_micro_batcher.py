@@ -13,16 +13,24 @@ from llava_bridge.backends.local.batcher import BatcherClosedError, MicroBatcher
 
 
 class Recorder:
-    """A run_batch that doubles numbers, remembers each batch and can be made slow."""
+    """A run_batch that doubles numbers, remembers each batch and can be made slow or held.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    `busy` is set when a batch starts; with `hold`, each batch waits until it is set.
+    """
+
+    def __init__(self, delay: float = 0.0, hold: threading.Event | None = None) -> None:
         self.batches: list[list[int]] = []
         self.threads: set[str] = set()
         self.delay = delay
+        self.busy = threading.Event()
+        self.hold = hold
 
     def __call__(self, jobs: Sequence[int]) -> list[int]:
         self.batches.append(list(jobs))
         self.threads.add(threading.current_thread().name)
+        self.busy.set()
+        if self.hold is not None:
+            assert self.hold.wait(10), "the test never released the batch"
         time.sleep(self.delay)
         return [job * 2 for job in jobs]
 
@@ -56,14 +64,14 @@ def test_threads_are_batched_by_key_and_size_on_one_worker() -> None:
 
 
 async def test_asyncio_callers_do_not_block_the_loop() -> None:
-    recorder = Recorder(delay=0.05)
+    recorder = Recorder(delay=1.0)  # the batch runs 1 s: a loop blocked by it would not tick
     batcher = make(recorder, batch_key=lambda job: 0, max_batch_size=8)
     started = time.monotonic()
     ticks = 0
 
     async def ticker() -> None:
         nonlocal ticks
-        while time.monotonic() - started < 0.08:
+        while time.monotonic() - started < 0.8:
             ticks += 1
             await asyncio.sleep(0.005)
 
@@ -77,11 +85,13 @@ async def test_asyncio_callers_do_not_block_the_loop() -> None:
 
 
 def test_busy_worker_takes_everything_queued_without_waiting() -> None:
-    recorder = Recorder(delay=0.1)
+    recorder = Recorder(hold=threading.Event())
     batcher = make(recorder, batch_key=lambda job: 0, max_batch_size=16, wait_s=0.0)
     first = batcher.submit(0)
-    time.sleep(0.02)  # the worker is now busy with [0]
+    assert recorder.busy.wait(5)  # the worker is now busy with [0]
     rest = [batcher.submit(i) for i in range(1, 6)]
+    assert recorder.hold is not None
+    recorder.hold.set()
     assert [f.result(timeout=5) for f in [first, *rest]] == [0, 2, 4, 6, 8, 10]
     batcher.close()
     assert recorder.batches == [[0], [1, 2, 3, 4, 5]]
@@ -114,14 +124,16 @@ def test_alone_jobs_run_by_themselves_in_order() -> None:
 
 
 def test_cancelled_jobs_are_skipped_and_close_fails_the_rest() -> None:
-    recorder = Recorder(delay=0.2)
+    release = threading.Event()
+    recorder = Recorder(hold=release)
     batcher = make(recorder, batch_key=lambda job: 0, max_batch_size=1, wait_s=0.0)
     running = batcher.submit(1)
-    time.sleep(0.05)
+    assert recorder.busy.wait(5)  # the worker runs [1] until released
     cancelled = batcher.submit(2)
     waiting = batcher.submit(3)
     assert cancelled.cancel()
-    batcher.close()
+    batcher.close(timeout=0)  # closed while [1] still runs
+    release.set()
     assert running.result(timeout=5) == 2
     with pytest.raises(BatcherClosedError):
         waiting.result(timeout=5)

@@ -33,7 +33,7 @@ def _start_lines(db_path: str) -> dict[str, int]:
 def test_sigkill_with_50_queued_jobs_then_restart_runs_each_once(tmp_path: Path, data_uri: str) -> None:
     db_path = str(tmp_path / "jobs.db")
     with running_server(
-        "--backend", "fake", "--fake-latency", "2", "--concurrency", "2", db_path=db_path
+        "--backend", "fake", "--fake-latency", "30", "--concurrency", "2", db_path=db_path
     ) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             jobs = [
@@ -41,7 +41,7 @@ def test_sigkill_with_50_queued_jobs_then_restart_runs_each_once(tmp_path: Path,
                 for n in range(50)
             ]
         assert len({job["request_id"] for job in jobs}) == 50
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while True:  # both workers busy, and their "Started on" lines written
             running = {k for k, row in _rows(db_path).items() if row["state"] == "IN_PROGRESS"}
             if len(running) == 2 and running <= set(_start_lines(db_path)):
@@ -87,7 +87,7 @@ def test_results_are_purged_after_the_retention_time(data_uri: str) -> None:
         job = http.post(f"/{APP}", json={"image_url": data_uri, "prompt": "?"}).json()
         wait_completed(http, job["status_url"])
         assert http.get(job["response_url"]).status_code == 200
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while http.get(job["response_url"]).status_code != 404:
             assert time.monotonic() < deadline, "the result was not purged"
             time.sleep(0.1)
@@ -109,7 +109,7 @@ def test_graceful_stop_puts_running_jobs_back_in_the_queue(tmp_path: Path, data_
     db_path = str(tmp_path / "jobs.db")
     with running_server("--backend", "fake", "--fake-latency", "30", db_path=db_path) as server:
         job = httpx.post(f"{server.base_url}/{APP}", json={"image_url": data_uri, "prompt": "?"}).json()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while _rows(db_path)[job["request_id"]]["state"] != "IN_PROGRESS":
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -119,7 +119,7 @@ def test_graceful_stop_puts_running_jobs_back_in_the_queue(tmp_path: Path, data_
             0,
             -15,
         )  # uvicorn re-raises SIGTERM
-        assert time.monotonic() - started < 5  # did not wait for the 30 s job
+        assert time.monotonic() - started < 20  # did not wait for the 30 s job
         assert _rows(db_path)[job["request_id"]]["state"] == "IN_QUEUE"
         server.restart("--fake-latency", "0")
         with httpx.Client(timeout=10) as http:

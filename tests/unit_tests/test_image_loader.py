@@ -90,7 +90,7 @@ class CountingBackend(FakeBackend):
     def generate(self, request: VisionRequest):  # type: ignore[no-untyped-def]
         self._enter()
         try:
-            time.sleep(0.02)
+            time.sleep(0.2)  # long enough for the pool's threads to overlap on a busy machine
             return super().generate(request)
         finally:
             self._leave()
