@@ -7,19 +7,41 @@ TORCH  := torch==2.13.0
 
 .PHONY: demo test install lint typecheck pytest docs bench clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# Two stamps in one venv: `make demo` installs only what the offline demo runs on
+# (torch + the [local,server] extras, about 1 GB less than [dev]); `make test`
+# later adds the test and docs toolchain on top.
+$(PY):
+	@echo "==> Creating the virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	# torch first, pinned: a CPU wheel is on disk on our machines; nothing pulls CUDA packages.
-	$(PIP) install --quiet $(TORCH)
-	# constraints.txt pins the versions the test suite was last run with (regenerate with pip freeze).
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+
+# torch first, pinned: a CPU wheel is on disk on our machines; nothing pulls CUDA packages.
+$(VENV)/.torch: | $(PY)
+	@echo "==> Installing $(TORCH) (the largest download, about 190 MB)"
+	$(PIP) install --no-compile --progress-bar on $(TORCH)
+	touch $@
+
+# constraints.txt pins the versions the test suite was last run with (regenerate with pip freeze).
+$(VENV)/.demo-installed: pyproject.toml constraints.txt | $(VENV)/.torch
+	@echo "==> Installing llava-bridge with the [local,server] extras (transformers, fastapi, uvicorn)"
+	$(PIP) install --no-compile --progress-bar on -c constraints.txt -e '.[local,server]'
+	touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/.torch
+	@echo "==> Installing llava-bridge with the [dev] extras (tests, linters, docs)"
+	$(PIP) install --no-compile --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+demo: $(VENV)/.demo-installed
+	@echo "==> Running the demo"
 	$(VENV)/bin/llava-bridge demo
+	@echo
+	@echo "Next, try:"
+	@echo "  FAL_KEY=... $(VENV)/bin/llava-bridge ask photo.jpg 'What is in this picture?'    # LLaVA on fal"
+	@echo "  $(VENV)/bin/llava-bridge serve    # a fal-compatible server on 127.0.0.1:8000 (fake answers), then in another shell:"
+	@echo "  LLAVA_FAL_BASE_URL=http://127.0.0.1:8000 $(VENV)/bin/llava-bridge ask photo.jpg 'What is this?'"
+	@echo "  make test    # adds the test and docs toolchain, then runs lint, types, tests and docs"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
