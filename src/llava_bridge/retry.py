@@ -1,6 +1,6 @@
 """When to retry an HTTP call, and how long to wait: small pure functions.
 
-The rules (DESIGN.md "Retries"):
+The rules (docs/reliability.md tells them for users):
 
 - Reads (status, result, cancel, uploads) retry on any transport error, 408, 409,
   429 and 5xx except a fal user-timeout 504.

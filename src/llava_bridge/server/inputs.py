@@ -103,7 +103,7 @@ def validation_detail(field: str, message: str, kind: str) -> dict[str, Any]:
 
 
 def error_answer(exc: BaseException) -> ErrorAnswer:
-    """The HTTP status and body a failure becomes, in fal's shapes (reference/fal-api.md §2.1)."""
+    """The HTTP status and body a failure becomes, in fal's shapes."""
     if isinstance(exc, InvalidImageError):
         return 422, validation_detail("image_url", str(exc), "image_load_error")
     if isinstance(exc, ContextOverflowError):

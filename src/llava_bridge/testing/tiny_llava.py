@@ -1,4 +1,4 @@
-"""Build a tiny random-weight LLaVA (reference/local-backend.md §2.2), fully offline.
+"""Build a tiny random-weight LLaVA, fully offline.
 
 Two layouts on disk:
 

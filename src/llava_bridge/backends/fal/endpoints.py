@@ -1,7 +1,7 @@
 """fal LLaVA endpoints: their input field names, and turning their output into a result.
 
 fal's LLaVA endpoints take one prompt string and one `image_url`. They differ in
-the name of the token-limit field (reference/fal-api.md §4): `fal-ai/llava-next`
+the name of the token-limit field: `fal-ai/llava-next`
 uses `max_tokens` (its llms.txt and fal-js's generated types agree); the default
 endpoint, `fal-ai/llavav15-13b` and unknown ones use `max_new_tokens` (for
 llavav15-13b, fal's llms.txt schema and fal-js's streaming demo say so; fal-js's

@@ -1,4 +1,4 @@
-"""fal's protocol as data: hosts, URL layout, header names, statuses (reference/fal-api.md).
+"""fal's protocol as data: hosts, URL layout, header names, statuses.
 
 Both sides read it: FalBackend's flows build requests from it, and `llava-bridge
 serve` declares its routes with it. Nothing here does IO or knows the client.

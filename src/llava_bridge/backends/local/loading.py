@@ -1,6 +1,6 @@
 """Loading a LLaVA checkpoint with the fixes this model family needs.
 
-The fixes (reference/local-backend.md §1, §6): the processor gets `patch_size`,
+The fixes: the processor gets `patch_size`,
 `vision_feature_select_strategy` and `num_additional_image_tokens` from the
 model's own config (checkpoints saved by transformers 4.40, like the xtuner one,
 have none, which breaks image-token expansion), our Llama-3 chat template, left

@@ -1,4 +1,4 @@
-"""fal's queue API (reference/fal-api.md §1.3-1.6): submit, status, status stream, result, cancel."""
+"""fal's queue API: submit, status, status stream, result, cancel."""
 
 from __future__ import annotations
 

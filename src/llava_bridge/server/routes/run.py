@@ -1,4 +1,4 @@
-"""fal's synchronous run and `/stream` (reference/fal-api.md §1.7), under `RUN_PREFIX`.
+"""fal's synchronous run and `/stream`, under `RUN_PREFIX`.
 
 `POST {RUN_PREFIX}/{owner}/{alias}` answers with the output in the same response.
 `POST {RUN_PREFIX}/{owner}/{alias}/stream` answers with server-sent events, each

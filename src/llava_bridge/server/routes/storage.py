@@ -1,4 +1,4 @@
-"""fal's storage flow (reference/fal-api.md §3.3): token, upload, initiate + PUT, and serving files.
+"""fal's storage flow: token, upload, initiate + PUT, and serving files.
 
 Under `REST_PREFIX`: `POST /storage/auth/token` and `POST /storage/upload/initiate`.
 Under `CDN_PREFIX`: `POST /files/upload` (raw bytes; `Content-Type` and
