@@ -51,6 +51,15 @@ from llava_bridge.backends.fal.ops import (
     stream_flow,
     submit_job_flow,
 )
+from llava_bridge.backends.fal.protocol import (
+    CDN_PREFIX,
+    DEFAULT_CDN_URL,
+    DEFAULT_QUEUE_URL,
+    DEFAULT_REST_URL,
+    DEFAULT_RUN_URL,
+    REST_PREFIX,
+    RUN_PREFIX,
+)
 from llava_bridge.backends.fal.queue import FalStatus, Job, LogLine, cancel_flow, status_flow
 from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.backends.fal.uploads import StorageState
@@ -86,17 +95,9 @@ __all__ = [
     "LogLine",
 ]
 
-DEFAULT_QUEUE_URL = "https://queue.fal.run"
-DEFAULT_RUN_URL = "https://fal.run"
-DEFAULT_REST_URL = "https://rest.fal.ai"
-DEFAULT_CDN_URL = "https://v3.fal.media"
-
-LOCAL_RUN_PREFIX = "/run"
-"""Under `base_url`, the sync run and `/stream` routes live here."""
-LOCAL_REST_PREFIX = "/rest"
-"""Under `base_url`, the storage token and upload-initiate routes live here."""
-LOCAL_CDN_PREFIX = "/cdn"
-"""Under `base_url`, the CDN upload route lives here."""
+LOCAL_RUN_PREFIX = RUN_PREFIX
+LOCAL_REST_PREFIX = REST_PREFIX
+LOCAL_CDN_PREFIX = CDN_PREFIX
 
 POLL_INTERVAL = 0.25
 """Seconds between status polls, when the status stream cannot be used."""

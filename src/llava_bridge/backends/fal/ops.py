@@ -36,6 +36,7 @@ from llava_bridge.backends.fal.endpoints import (
     profile_for,
     read_output,
 )
+from llava_bridge.backends.fal.protocol import REQUEST_ID_HEADER, STREAM_SUFFIX
 from llava_bridge.backends.fal.queue import (
     FalStatus,
     Job,
@@ -178,7 +179,7 @@ def _prepare_in_time(
 
 def _run_request(config: FalConfig, prepared: Prepared, *, stream: bool) -> HttpRequest:
     """The POST to fal's run host: `{run}/{endpoint}`, or `{run}/{endpoint}/stream` for SSE output."""
-    url = f"{config.run_url}/{prepared.endpoint}" + ("/stream" if stream else "")
+    url = f"{config.run_url}/{prepared.endpoint}" + (STREAM_SUFFIX if stream else "")
     headers = config.job_headers(url)
     if stream:
         headers["Accept"] = "text/event-stream"
@@ -274,7 +275,7 @@ def run_flow(
     except DeadlineHit:
         raise _deadline_error(timeout, None) from None
     raise_for_status(response, endpoint=prepared.endpoint)
-    request_id = response.headers.get("x-fal-request-id")
+    request_id = response.headers.get(REQUEST_ID_HEADER.lower())
     return prepared.result(read_output(data, prepared.profile, request_id), request_id)
 
 
@@ -290,7 +291,7 @@ def stream_flow(
     except DeadlineHit:
         raise _deadline_error(timeout, None) from None
     raise_for_status(response, endpoint=prepared.endpoint)
-    request_id = response.headers.get("x-fal-request-id")
+    request_id = response.headers.get(REQUEST_ID_HEADER.lower())
     scanner = StopScanner((*prepared.stop, *LLAMA3_STOP_STRINGS))
     raw = ""
     while not scanner.stopped:

@@ -38,6 +38,17 @@ from llava_bridge.backends._transport.flows import (
 )
 from llava_bridge.backends.fal.credentials import shown_origin
 from llava_bridge.backends.fal.endpoints import app_path
+from llava_bridge.backends.fal.protocol import (
+    ALREADY_COMPLETED,
+    COMPLETED,
+    NOT_FOUND,
+    PROPOSED_ID_HEADER,
+    REQUEST_ID_HEADER,
+    cancel_path,
+    response_path,
+    status_path,
+    status_stream_path,
+)
 from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.errors import InvalidRequestError, JobFailedError
 from llava_bridge.retry import Phase, should_retry_status
@@ -60,11 +71,7 @@ __all__ = [
 
 logger = logging.getLogger("llava_bridge.fal")
 
-IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 CANCEL_TIMEOUT = 5.0
-PROPOSED_ID_HEADER = "X-Llava-Request-Id"
-"""A request id the client proposes. `llava-bridge serve` adopts it and dedups re-sent submits;
-once a queue host has adopted one, FalBackend retries that host's submits like reads. fal ignores it."""
 """Seconds the cancel sent on a client_timeout may take."""
 _REQUEST_ID = re.compile(r"^[\w.-]{1,200}$")
 
@@ -130,19 +137,19 @@ class Job:
 
     @property
     def response_url(self) -> str:
-        return f"{self.queue_url}/{app_path(self.endpoint)}/requests/{self.request_id}"
+        return self.queue_url + response_path(app_path(self.endpoint), self.request_id)
 
     @property
     def status_url(self) -> str:
-        return f"{self.response_url}/status"
+        return self.queue_url + status_path(app_path(self.endpoint), self.request_id)
 
     @property
     def stream_url(self) -> str:
-        return f"{self.response_url}/status/stream"
+        return self.queue_url + status_stream_path(app_path(self.endpoint), self.request_id)
 
     @property
     def cancel_url(self) -> str:
-        return f"{self.response_url}/cancel"
+        return self.queue_url + cancel_path(app_path(self.endpoint), self.request_id)
 
 
 class LogTracker:
@@ -354,7 +361,7 @@ def _watch_stream(
 def _result_rule(response: HttpResponse, phase: Phase) -> bool:
     """Fetching a result is a read, but a 500 that fal sent is the job's own answer (the
     app failed); 502/503/504 (runner and gateway trouble) are retried like any read."""
-    if response.status_code == 500 and "x-fal-request-id" in response.headers:
+    if response.status_code == 500 and REQUEST_ID_HEADER.lower() in response.headers:
         return False
     return should_retry_status(response.status_code, response.headers, Phase.READ)
 
@@ -380,7 +387,7 @@ def cancel_flow(config: FalConfig, deadline: Deadline, job: Job) -> Generator[Ef
     response, _ = yield from call(config, deadline, request, expect_json=False)
     body = response.json_or_text()
     answer = body.get("status") if isinstance(body, Mapping) else None
-    if isinstance(answer, str) and answer in ("ALREADY_COMPLETED", "NOT_FOUND"):
+    if isinstance(answer, str) and answer in (ALREADY_COMPLETED, NOT_FOUND):
         return answer
     raise_for_status(response, request_id=job.request_id)
     return answer if isinstance(answer, str) else "OK"

@@ -40,6 +40,12 @@ from llava_bridge.backends._transport.flows import (
     unexpected_answer,
 )
 from llava_bridge.backends.fal.credentials import origin_of
+from llava_bridge.backends.fal.protocol import (
+    FILE_NAME_HEADER,
+    FILES_UPLOAD_PATH,
+    STORAGE_TOKEN_PATH,
+    UPLOAD_INITIATE_PATH,
+)
 from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
 from llava_bridge.errors import APIConnectionError, APIStatusError, ServerUnreachableError
 from llava_bridge.images import ImageInput, ResizePolicy
@@ -218,7 +224,7 @@ def _cdn_token(
     token = state.token()
     if token is not None:
         return token
-    url = f"{config.rest_url}/storage/auth/token"
+    url = config.rest_url + STORAGE_TOKEN_PATH
     request = HttpRequest(
         "POST",
         url,
@@ -261,7 +267,7 @@ def _upload_cdn(
     token = yield from _cdn_token(config, deadline, state)
     # The token's own base_url is used only when it is one of fal's hosts.
     base = token.base_url if token.base_url and is_fal_host(token.base_url) else config.cdn_url
-    url = f"{base.rstrip('/')}/files/upload"
+    url = base.rstrip("/") + FILES_UPLOAD_PATH
     request = HttpRequest(
         "POST",
         url,
@@ -269,7 +275,7 @@ def _upload_cdn(
             "User-Agent": config.user_agent,
             "Authorization": token.header,
             "Content-Type": mime,
-            "X-Fal-File-Name": name,
+            FILE_NAME_HEADER: name,
         },
         content=data,
         read_timeout=UPLOAD_TIMEOUT,
@@ -284,7 +290,7 @@ def _upload_cdn(
 def _upload_initiate(
     config: FalConfig, deadline: Deadline, data: bytes, mime: str, name: str
 ) -> Generator[Effect, Any, str]:
-    url = f"{config.rest_url}/storage/upload/initiate"
+    url = config.rest_url + UPLOAD_INITIATE_PATH
     request = HttpRequest(
         "POST",
         url,
