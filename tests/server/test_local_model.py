@@ -46,7 +46,8 @@ def test_local_backend_batches_concurrent_jobs_and_logs_its_progress(tmp_path: P
     assert all(result.status_code == 200 for result in results)
     assert all(result.json()["usage"]["completion_tokens"] <= 6 for result in results)
     logs = [[line["message"] for line in status["logs"]] for status in statuses]
-    assert all(any(message.startswith("Loaded ") for message in job_logs) for job_logs in logs)
+    # The model is loaded before the server announces itself (tests/server/test_serve_startup.py),
+    # so no job's logs carry the "Loaded ..." line any more.
     assert all(any(message.startswith("Batch of ") for message in job_logs) for job_logs in logs)
     assert all("tokens/s" in job_logs[-1] for job_logs in logs)
     assert any("in a batch of" in job_logs[-1] for job_logs in logs)
