@@ -101,8 +101,9 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[FalTestServer], None], tuple[Sy
     "fal-503": ({}, lambda s: s.fail("submit", "http", **fal_error(503)), _generate(ASK)),
     "ambiguous-submit": ({}, lambda s: s.fail("submit", "reset_after"), _generate(ASK)),
     "deadline": (
-        {"timeout": 0.5, "status_stream": False, "poll_interval": 0.2},
-        lambda s: setattr(s, "job_seconds", 3.0),
+        # One poll interval longer than the deadline: how many polls fit cannot hang on scheduling.
+        {"timeout": 1.0, "status_stream": False, "poll_interval": 30.0},
+        lambda s: setattr(s, "job_seconds", 30.0),
         _generate(ASK),
     ),
     "text-only-error": ({"text_only": "error"}, lambda s: None, _generate(ASK)),
