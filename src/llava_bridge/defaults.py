@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_ENDPOINT", "DESCRIBE_PROMPT", "DETAILED_DESCRIBE_PROMPT", "IMAGE_SUFFIXES"]
+__all__ = [
+    "DEFAULT_ADAPTER_TIMEOUT_S",
+    "DEFAULT_ENDPOINT",
+    "DESCRIBE_PROMPT",
+    "DETAILED_DESCRIBE_PROMPT",
+    "IMAGE_SUFFIXES",
+]
 
 DEFAULT_ENDPOINT = "fal-ai/llava-llama3-8b-v11"
 """The fal endpoint (and model name) used when none is given."""
@@ -20,3 +26,9 @@ DETAILED_DESCRIBE_PROMPT = (
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 """File suffixes taken as images when a directory or glob is expanded (the types ImageInput reads)."""
+
+DEFAULT_ADAPTER_TIMEOUT_S = 120.0
+"""Whole-call deadline (seconds) the LangChain and LlamaIndex classes use when none is given.
+
+A job stuck in fal's queue is cancelled when it runs out; pass `timeout=None` to wait without limit.
+"""
