@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -228,7 +229,7 @@ class ChatLlava(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         with translated_errors():
-            call = self._prepare(messages, stop, kwargs)
+            call = await asyncio.to_thread(self._prepare, messages, stop, kwargs)
             return _chat_result(call, await call.backend.agenerate(call.request))
 
     def _stream(
@@ -264,7 +265,7 @@ class ChatLlava(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         with translated_errors():
-            call = self._prepare(messages, stop, kwargs)
+            call = await asyncio.to_thread(self._prepare, messages, stop, kwargs)
             assembler = _StreamAssembler(call)
             stream = call.backend.astream(call.request)
             try:

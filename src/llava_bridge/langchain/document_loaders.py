@@ -175,14 +175,14 @@ class LlavaImageLoader(BaseLoader):
 
     async def _adescribe(self, source: str | PathLike[str]) -> Document | ImageFailure:
         try:
-            request = self._request(source)
+            request = await asyncio.to_thread(self._request, source)
             return self._document(request, await self.get_backend().agenerate(request))
         except _PER_IMAGE_ERRORS as exc:
             return self._failure(source, exc)
 
     async def alazy_load(self) -> AsyncIterator[Document]:
         """Describe up to `max_concurrency` images at once, yielding in input order."""
-        sources = self.image_sources()
+        sources = await asyncio.to_thread(self.image_sources)
         progress = self._progress(len(sources))
         window: deque[asyncio.Task[Document | ImageFailure]] = deque()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,7 +101,7 @@ class LlavaImageTool(BaseTool):
         self, image: str, question: str, run_manager: AsyncCallbackManagerForToolRun | None = None
     ) -> tuple[str, dict[str, Any]]:
         with _agent_errors():
-            request = self._request(image, question)
+            request = await asyncio.to_thread(self._request, image, question)
             return _answer(await self.get_backend().agenerate(request), request)
 
     def _request(self, image: str, question: str) -> VisionRequest:
