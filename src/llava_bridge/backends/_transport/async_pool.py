@@ -190,14 +190,21 @@ class AsyncPool:
         """`close`, awaitable like httpx's (nothing in it waits)."""
         self.close()
 
-    async def _start(self, request: HttpRequest) -> tuple[Head, AsyncBody] | TransportFailure:
+    async def _start(
+        self, request: HttpRequest, *, fresh: bool = False
+    ) -> tuple[Head, AsyncBody] | TransportFailure:
+        """Send `request` and read the response head. A kept-alive connection the server had
+        closed before reading the request is given up and the request sent once more on a
+        new connection (`fresh`)."""
         try:
             prepared = prepare(request)
         except UnusableRequest as exc:
             return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
         ends = ends_at(request, self._clock)
         try:
-            link = await self._acquire(prepared.origin, left(ends, request.connect_timeout, self._clock))
+            link = await self._acquire(
+                prepared.origin, left(ends, request.connect_timeout, self._clock), fresh=fresh
+            )
         except OSError as exc:  # TimeoutError included
             return failure(exc, sent=False)
         try:
@@ -208,6 +215,8 @@ class AsyncPool:
             return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
         except OSError as exc:
             self.release(link, reusable=False)
+            if not fresh and link.http.closed_unanswered(exc):
+                return await self._start(request, fresh=True)
             return failure(exc, sent=False)
         except BaseException:
             self.release(link, reusable=False)
@@ -216,16 +225,19 @@ class AsyncPool:
         try:
             return await body.head(), body
         except Broken as exc:
+            if exc.resend and not fresh:
+                return await self._start(request, fresh=True)
             return exc.failure
 
-    async def _acquire(self, origin: Origin, timeout: float | None) -> _Link:
+    async def _acquire(self, origin: Origin, timeout: float | None, *, fresh: bool = False) -> _Link:
+        """A connection to `origin`: an idle one (unless `fresh`), or a new one."""
         connections = self._connections
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else connections.clock() + timeout
         while True:
             if connections.closed:
                 raise ConnectionError("the HTTP client was closed")
-            link = connections.take(origin)
+            link = None if fresh else connections.take(origin)
             if link is not None:
                 return link
             if connections.reserve():
@@ -352,7 +364,8 @@ class AsyncBody:
         return event
 
     def _broken(self, exc: BaseException) -> Broken:
-        if self._link is not None:
-            self._pool.release(self._link, reusable=False)
-            self._link = None
-        return Broken(failure(exc, sent=True))
+        link, self._link = self._link, None
+        if link is None:
+            return Broken(failure(exc, sent=True))
+        self._pool.release(link, reusable=False)
+        return Broken(failure(exc, sent=True), resend=link.http.closed_unanswered(exc))

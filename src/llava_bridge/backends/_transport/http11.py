@@ -148,13 +148,27 @@ class ClientConnection:
     `BadBody` and `ResponseLimitExceeded` say the response is unusable (and so is the
     connection)."""
 
-    __slots__ = ("_body", "_end", "_h11", "max_body")
+    __slots__ = ("_body", "_end", "_h11", "max_body", "received", "served")
 
     def __init__(self, max_body: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._body: BodyDecoder | None = None
         self._end: End | None = None
         self.max_body = max_body
+        self.served = 0
+        """Requests started on this connection, the current one included."""
+        self.received = 0
+        """Bytes of the current request's answer received so far."""
+
+    def closed_unanswered(self, exc: BaseException) -> bool:
+        """Whether `exc` means the server had closed this kept-alive connection before the
+        current request reached it: an earlier request was served on it, nothing of this
+        answer arrived, and the connection was reset or ended (not a timeout). Such a
+        request was never read by the server, so it may be sent again on a new connection."""
+        closed = isinstance(exc, h11.RemoteProtocolError) or (
+            isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+        )
+        return closed and self.served > 1 and self.received == 0
 
     def start(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes | None
@@ -164,6 +178,8 @@ class ClientConnection:
         if conn.our_state is h11.DONE:
             conn.start_next_cycle()  # only reached after a clean, reusable End
         self._body = self._end = None
+        self.served += 1
+        self.received = 0
         try:
             data = conn.send(h11.Request(method=method, target=target, headers=headers))
             if body:
@@ -177,6 +193,7 @@ class ClientConnection:
         return data
 
     def feed(self, data: bytes) -> None:
+        self.received += len(data)
         self._h11.receive_data(data)
 
     def next_event(self) -> Head | bytes | End | NeedData:

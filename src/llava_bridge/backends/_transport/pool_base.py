@@ -43,11 +43,16 @@ _tls_lock = threading.Lock()
 
 
 class Broken(Exception):
-    """A response body could not be read to its end; carries the classified failure."""
+    """A response could not be read to its end; carries the classified failure.
 
-    def __init__(self, failure: TransportFailure) -> None:
+    `resend`: the server had closed the kept-alive connection before this request
+    reached it (see `ClientConnection.closed_unanswered`); the shells send it again, once,
+    on a new connection."""
+
+    def __init__(self, failure: TransportFailure, *, resend: bool = False) -> None:
         super().__init__(failure.message)
         self.failure = failure
+        self.resend = resend
 
 
 class Prepared:

@@ -114,18 +114,26 @@ class SyncPool:
             self._connections.close_idle()
             self._lock.notify_all()
 
-    def _start(self, request: HttpRequest) -> tuple[Head, SyncBody] | TransportFailure:
+    def _start(
+        self, request: HttpRequest, *, fresh: bool = False
+    ) -> tuple[Head, SyncBody] | TransportFailure:
+        """Send `request` and read the response head. A kept-alive connection the server had
+        closed before reading the request is given up and the request sent once more on a
+        new connection (`fresh`)."""
         try:
             prepared = prepare(request)
         except UnusableRequest as exc:
             return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
         ends = ends_at(request, self._clock)
         try:
-            connection = self._acquire(prepared.origin, left(ends, request.connect_timeout, self._clock))
+            connection = self._acquire(
+                prepared.origin, left(ends, request.connect_timeout, self._clock), fresh=fresh
+            )
         except OSError as exc:  # TimeoutError included
             return failure(exc, sent=False)
+        http = connection.http
         try:
-            data = connection.http.start(prepared.method, prepared.target, prepared.headers, prepared.body)
+            data = http.start(prepared.method, prepared.target, prepared.headers, prepared.body)
             connection.sock.settimeout(left(ends, request.read_timeout, self._clock))
             connection.sock.sendall(data)
         except UnusableRequest as exc:
@@ -133,6 +141,8 @@ class SyncPool:
             return TransportFailure(Failure.NOT_SENT, str(exc), fatal=True)
         except OSError as exc:
             self.release(connection, reusable=False)
+            if not fresh and http.closed_unanswered(exc):
+                return self._start(request, fresh=True)
             return failure(exc, sent=False)
         except BaseException:  # Ctrl-C mid-send: the connection is in an unknown state
             self.release(connection, reusable=False)
@@ -141,16 +151,19 @@ class SyncPool:
         try:
             return body.head(), body
         except Broken as exc:
+            if exc.resend and not fresh:
+                return self._start(request, fresh=True)
             return exc.failure
 
-    def _acquire(self, origin: Origin, timeout: float | None) -> _Connection:
+    def _acquire(self, origin: Origin, timeout: float | None, *, fresh: bool = False) -> _Connection:
+        """A connection to `origin`: an idle one (unless `fresh`), or a new one."""
         connections = self._connections
         deadline = None if timeout is None else connections.clock() + timeout
         with self._lock:
             while True:
                 if connections.closed:
                     raise ConnectionError("the HTTP client was closed")
-                connection = connections.take(origin)
+                connection = None if fresh else connections.take(origin)
                 if connection is not None:
                     return connection
                 if connections.reserve():
@@ -257,7 +270,8 @@ class SyncBody:
         return event
 
     def _broken(self, exc: BaseException) -> Broken:
-        if self._connection is not None:
-            self._pool.release(self._connection, reusable=False)
-            self._connection = None
-        return Broken(failure(exc, sent=True))
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return Broken(failure(exc, sent=True))
+        self._pool.release(connection, reusable=False)
+        return Broken(failure(exc, sent=True), resend=connection.http.closed_unanswered(exc))
