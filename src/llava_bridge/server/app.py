@@ -40,6 +40,7 @@ from llava_bridge.server.images.fetch import ImageFetcher
 from llava_bridge.server.images.loader import ImageResolver
 from llava_bridge.server.images.ssrf import AddressGuard, Resolver
 from llava_bridge.server.jobs import open_job_store
+from llava_bridge.server.routes.openai_chat import router as openai_router
 from llava_bridge.server.routes.queue import router as queue_router
 from llava_bridge.server.routes.run import router as run_router
 from llava_bridge.server.routes.storage import router as storage_router
@@ -110,6 +111,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(storage_router)
+    app.include_router(openai_router)
     app.include_router(run_router)
     app.include_router(queue_router)
     app.add_api_route(

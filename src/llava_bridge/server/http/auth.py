@@ -3,7 +3,8 @@
 With a key configured, every call needs `Authorization: Key <key>` (compared in
 constant time), except the OpenAPI document, `/health`, fetching a stored file by
 its unguessable URL, and the one-time upload URL handed out by
-`/storage/upload/initiate`. CDN uploads also accept `Bearer <token>` from
+`/storage/upload/initiate`. OpenAI's routes (under `/v1/`) take `Bearer <key>`,
+as OpenAI's clients send it. CDN uploads also accept `Bearer <token>` from
 `/storage/auth/token`, as fal's client sends. Tokens are HMACs of their expiry
 under the key, so they survive restarts and never reveal the key.
 """
@@ -23,6 +24,8 @@ __all__ = ["AuthMiddleware", "Authenticator", "TOKEN_LIFETIME_S"]
 
 TOKEN_LIFETIME_S = 3600
 
+OPENAI_PREFIX = "/v1/"
+"""OpenAI's chat API: its clients send `Authorization: Bearer <key>` and read `{"error": ...}`."""
 _PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/health"})
 
 
@@ -36,12 +39,12 @@ class Authenticator:
     def enabled(self) -> bool:
         return self.api_key is not None
 
-    def key_ok(self, authorization: str | None) -> bool:
+    def key_ok(self, authorization: str | None, *, schemes: tuple[str, ...] = ("key",)) -> bool:
         if self.api_key is None:
             return True
         scheme, _, value = (authorization or "").partition(" ")
         expected = self.api_key.get_secret_value().encode()
-        return scheme.lower() == "key" and hmac.compare_digest(value.strip().encode(), expected)
+        return scheme.lower() in schemes and hmac.compare_digest(value.strip().encode(), expected)
 
     def issue_token(self, now: float | None = None) -> tuple[str, int]:
         """A bearer token for uploads and its expiry (Unix seconds)."""
@@ -76,6 +79,9 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = _header(scope, b"authorization")
+        if scope["path"].startswith(OPENAI_PREFIX):
+            await self._openai(scope, receive, send, authorization)
+            return
         allowed = self.authenticator.key_ok(authorization)
         if not allowed and scope["path"] == f"{self.cdn_prefix}/files/upload":
             allowed = self.authenticator.token_ok(authorization)
@@ -87,6 +93,21 @@ class AuthMiddleware:
             status_code=401,
             headers={"WWW-Authenticate": "Key"},
         )
+        await refusal(scope, receive, send)
+
+    async def _openai(self, scope: Scope, receive: Receive, send: Send, authorization: str | None) -> None:
+        """OpenAI's routes: `Bearer <key>` (or `Key <key>`), refused in OpenAI's error shape."""
+        if self.authenticator.key_ok(authorization, schemes=("bearer", "key")):
+            await self.app(scope, receive, send)
+            return
+        message = "Missing or wrong API key: send 'Authorization: Bearer <key>' with the server's key."
+        error = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+        refusal = JSONResponse({"error": error}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         await refusal(scope, receive, send)
 
     def _public(self, scope: Scope) -> bool:
