@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from llava_bridge.backends.fal.settings import is_fal_host
+from llava_bridge.backends.fal.settings import is_fal_host, origin_of, shown_origin
 
 __all__ = ["BASE_URL_ENV", "KeyRule", "base_url_from_env", "key_from_env", "origin_of", "shown_origin"]
 
@@ -40,26 +39,6 @@ def key_from_env() -> SecretStr | None:
 def base_url_from_env() -> str | None:
     """`LLAVA_FAL_BASE_URL`, or None when unset or blank."""
     return os.environ.get(BASE_URL_ENV, "").strip() or None
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host:port`` of `url` (default ports filled in), for comparing hosts."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
-def shown_origin(url: str) -> str:
-    """`url`'s scheme, host and port as the user wrote them (no path, no credentials)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 @dataclass(frozen=True)

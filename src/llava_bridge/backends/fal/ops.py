@@ -48,7 +48,7 @@ from llava_bridge.backends.fal.queue import (
     submit_flow,
     wait_flow,
 )
-from llava_bridge.backends.fal.settings import FalConfig
+from llava_bridge.backends.fal.settings import FalConfig, is_fal_host, request_name, server_name
 from llava_bridge.backends.fal.uploads import StorageState, image_url_flow, placeholder_image
 from llava_bridge.errors import APIConnectionError, DeadlineExceededError, InvalidRequestError, JobFailedError
 from llava_bridge.images import ResizePolicy
@@ -149,18 +149,23 @@ def prepare_flow(
 
 
 def _deadline_error(
-    timeout: float | None, request_id: str | None, *, sent: bool = True
+    timeout: float | None, url: str, request_id: str | None, *, sent: bool = True
 ) -> DeadlineExceededError:
+    """The error for a whole-call `timeout` that ran out on a call to `url`, worded by origin:
+    fal's hosts are "fal", a server of the caller's is named by its origin."""
     shown = f"{timeout:g}" if timeout is not None else "?"
     if request_id is not None:
+        stopped = "is not billed further" if is_fal_host(url) else "stops using the server"
         message = (
-            f"No answer within timeout={shown}s; fal request {request_id} was cancelled so that it "
-            "is not billed further. Raise timeout= for longer jobs."
+            f"No answer within timeout={shown}s; {request_name(url, request_id)} was cancelled so "
+            f"that it {stopped}. Raise timeout= for longer jobs."
         )
     elif sent:
+        server = server_name(url)
+        reached = "fal" if is_fal_host(url) else "it"
         message = (
-            f"timeout={shown}s ran out before fal gave a request id; if the request reached fal, "
-            "the job may still run. Raise timeout=."
+            f"timeout={shown}s ran out before {server} gave a request id; if the request reached "
+            f"{reached}, the job may still run. Raise timeout=."
         )
     else:
         message = f"timeout={shown}s ran out before anything was sent. Raise timeout=."
@@ -174,7 +179,7 @@ def _prepare_in_time(
     try:
         return (yield from prepare_flow(ctx, deadline, request))
     except DeadlineHit:
-        raise _deadline_error(deadline.timeout, None, sent=False) from None
+        raise _deadline_error(deadline.timeout, ctx.config.queue_url, None, sent=False) from None
 
 
 def _run_request(config: FalConfig, prepared: Prepared, *, stream: bool) -> HttpRequest:
@@ -206,14 +211,14 @@ def submit_job_flow(
         job = yield from submit_flow(config, deadline, prepared.endpoint, prepared.arguments, proposed)
     except DeadlineHit:
         if config.queue_url not in config.idempotent_hosts:
-            raise _deadline_error(deadline.timeout, None) from None
+            raise _deadline_error(deadline.timeout, config.queue_url, None) from None
         # The server adopts proposed ids: the job, if it was queued, has this id. Cancel it.
         job = Job(proposed, prepared.endpoint, config.queue_url)
         yield from cancel_quietly(config, job)
-        raise _deadline_error(deadline.timeout, proposed) from None
+        raise _deadline_error(deadline.timeout, config.queue_url, proposed) from None
     if deadline.expired():  # the id arrived in the grace period: cancel rather than leave it running
         yield from cancel_quietly(ctx.config, job)
-        raise _deadline_error(deadline.timeout, job.request_id)
+        raise _deadline_error(deadline.timeout, job.queue_url, job.request_id)
     return job, prepared
 
 
@@ -229,7 +234,7 @@ def finish_flow(
         yield CloseStream(drain=True)
     except DeadlineHit:
         yield from cancel_quietly(ctx.config, job)
-        raise _deadline_error(deadline.timeout, job.request_id) from None
+        raise _deadline_error(deadline.timeout, job.queue_url, job.request_id) from None
     except Abandoned:  # the caller gave up (task cancelled, Ctrl-C): do not leave the job running
         yield from cancel_quietly(ctx.config, job)
         raise
@@ -273,7 +278,7 @@ def run_flow(
     try:
         response, data = yield from call(ctx.config, deadline, run)
     except DeadlineHit:
-        raise _deadline_error(timeout, None) from None
+        raise _deadline_error(timeout, run.url, None) from None
     raise_for_status(response, endpoint=prepared.endpoint)
     request_id = response.headers.get(REQUEST_ID_HEADER.lower())
     return prepared.result(read_output(data, prepared.profile, request_id), request_id)
@@ -289,7 +294,7 @@ def stream_flow(
     try:
         response = yield from open_stream(ctx.config, deadline, post)
     except DeadlineHit:
-        raise _deadline_error(timeout, None) from None
+        raise _deadline_error(timeout, post.url, None) from None
     raise_for_status(response, endpoint=prepared.endpoint)
     request_id = response.headers.get(REQUEST_ID_HEADER.lower())
     scanner = StopScanner((*prepared.stop, *LLAMA3_STOP_STRINGS))
@@ -297,12 +302,12 @@ def stream_flow(
     while not scanner.stopped:
         if deadline.expired():
             yield CloseStream()
-            raise _deadline_error(timeout, None)
+            raise _deadline_error(timeout, post.url, None)
         event = yield NextEvent(deadline.bound(None))  # no read may outlast the deadline
         if not isinstance(event, SseEvent):
             if isinstance(event, TransportFailure):
                 if deadline.expired():
-                    raise _deadline_error(timeout, None)
+                    raise _deadline_error(timeout, post.url, None)
                 raise APIConnectionError(
                     f"The answer stream from {post.url} broke after {len(raw)} characters ({event.message}); "
                     "it was not re-sent. Try again, or use generate() (the queue survives such breaks).",

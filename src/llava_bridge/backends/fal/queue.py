@@ -36,7 +36,6 @@ from llava_bridge.backends._transport.flows import (
     raise_for_status,
     unexpected_answer,
 )
-from llava_bridge.backends.fal.credentials import shown_origin
 from llava_bridge.backends.fal.endpoints import app_path
 from llava_bridge.backends.fal.protocol import (
     ALREADY_COMPLETED,
@@ -49,7 +48,7 @@ from llava_bridge.backends.fal.protocol import (
     status_path,
     status_stream_path,
 )
-from llava_bridge.backends.fal.settings import FalConfig, is_fal_host
+from llava_bridge.backends.fal.settings import FalConfig, request_name, server_name
 from llava_bridge.errors import InvalidRequestError, JobFailedError
 from llava_bridge.retry import Phase, should_retry_status
 
@@ -198,11 +197,7 @@ def check_completed(status: FalStatus, queue_url: str | None = None) -> None:
     """Raise JobFailedError when a COMPLETED status carries an error (naming fal only for fal's hosts)."""
     if status.error is not None or status.error_type is not None:
         kind = f" ({status.error_type})" if status.error_type else ""
-        server = (
-            "fal"
-            if queue_url is None or is_fal_host(queue_url)
-            else f"the server at {shown_origin(queue_url)}"
-        )
+        server = "fal" if queue_url is None else server_name(queue_url)
         raise JobFailedError(
             f"Request {status.request_id} to {server} failed{kind}: {status.error or 'no detail given'}",
             request_id=status.request_id,
@@ -394,9 +389,9 @@ def cancel_flow(config: FalConfig, deadline: Deadline, job: Job) -> Generator[Ef
 
 
 def cancel_quietly(config: FalConfig, job: Job) -> Generator[Effect, Any, None]:
-    """Cancel after the caller's deadline: bounded by CANCEL_TIMEOUT, errors only logged."""
+    """Cancel after the caller's deadline or interruption: bounded by CANCEL_TIMEOUT, errors only logged."""
     try:
         answer = yield from cancel_flow(config, Deadline.after(CANCEL_TIMEOUT), job)
-        logger.info("fal request %s cancelled after client_timeout: %s", job.request_id, answer)
+        logger.info("%s cancelled: %s", request_name(job.queue_url, job.request_id), answer)
     except Exception as exc:  # the deadline error matters more than a failed cancel
-        logger.warning("fal request %s: cancel after client_timeout failed: %s", job.request_id, exc)
+        logger.warning("%s: the cancel failed: %s", request_name(job.queue_url, job.request_id), exc)

@@ -11,7 +11,15 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from llava_bridge.backends.fal.credentials import KeyRule
 
-__all__ = ["FAL_DOMAINS", "FalConfig", "is_fal_host"]
+__all__ = [
+    "FAL_DOMAINS",
+    "FalConfig",
+    "is_fal_host",
+    "origin_of",
+    "request_name",
+    "server_name",
+    "shown_origin",
+]
 
 FAL_DOMAINS = ("fal.run", "fal.ai", "fal.media", "falrun.com")
 
@@ -20,6 +28,40 @@ def is_fal_host(url: str) -> bool:
     """Whether `url` points at one of fal's own domains."""
     host = (urlsplit(url).hostname or "").lower()
     return any(host == domain or host.endswith("." + domain) for domain in FAL_DOMAINS)
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of `url` (default ports filled in), for comparing hosts."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def shown_origin(url: str) -> str:
+    """`url`'s scheme, host and port as the user wrote them (no path, no credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def server_name(url: str) -> str:
+    """How messages name the server at `url`: ``fal`` for fal's hosts, else ``the server at
+    <origin>`` (a `llava-bridge serve` or another fal-compatible server is not fal)."""
+    return "fal" if is_fal_host(url) else f"the server at {shown_origin(url)}"
+
+
+def request_name(url: str, request_id: str) -> str:
+    """How messages name job `request_id` queued at `url`: ``fal request <id>`` on fal's
+    hosts, else ``request <id> to <origin>``."""
+    if is_fal_host(url):
+        return f"fal request {request_id}"
+    return f"request {request_id} to {shown_origin(url)}"
 
 
 @dataclass(frozen=True)
