@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 from llama_index.core.base.llms.types import ToolCallBlock
-from llama_index.core.llms import ChatMessage, MessageRole
+from llama_index.core.llms import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
@@ -28,8 +28,8 @@ def test_is_a_tool_spec_with_four_functions() -> None:
         assert tool.metadata.to_openai_tool()["function"]["name"] == tool.metadata.name
         assert tool.async_fn is not None and tool.fn is not None
     schema = tools[0].metadata.get_parameters_dict()
-    assert schema["required"] == ["image", "question"]
-    assert "data URI" in schema["properties"]["image"]["description"]
+    assert schema["required"] == ["question"]
+    assert "latest image" in schema["properties"]["image"]["description"]
 
 
 def test_tools_call_and_acall_answer_from_the_image(colour_backend: FakeBackend) -> None:
@@ -46,7 +46,7 @@ def test_tools_call_and_acall_answer_from_the_image(colour_backend: FakeBackend)
 async def test_async_tools(colour_backend: FakeBackend) -> None:
     spec = LlavaToolSpec(backend=colour_backend)
     uri = data_uri(colour_png("beige"))
-    assert await spec.aask_about_image(uri, "Colour?") == spec.ask_about_image(uri, "Colour?")
+    assert await spec.aask_about_image("Colour?", uri) == spec.ask_about_image("Colour?", uri)
     ask = spec.to_tool_list()[0]
     assert (await ask.acall(image=uri, question="Colour?")).content.endswith("beige.")
 
@@ -57,7 +57,7 @@ def test_url_is_handed_to_the_backend_unfetched(colour_backend: FakeBackend) -> 
 
 
 def test_local_paths_only_when_allowed(colour_backend: FakeBackend, red_path: Path) -> None:
-    with pytest.raises(InvalidImageError, match="allow_local_paths=True"):
+    with pytest.raises(InvalidImageError, match="is not an image this tool can open"):
         LlavaToolSpec(backend=colour_backend).describe_image(str(red_path))
     assert colour_backend.history == []
     allowed = LlavaToolSpec(backend=colour_backend, allow_local_paths=True)
@@ -115,7 +115,7 @@ async def test_function_agent_sees_tool_errors_as_text(colour_backend: FakeBacke
         llm=MockFunctionCallingLLM(response_generator=script),
     )
     response = await agent.run(user_msg="Describe cat.png")
-    assert "is not an http(s) URL or a data URI" in str(response)
+    assert "is not an image this tool can open: give an http(s) URL, or leave image empty" in str(response)
     assert colour_backend.history == []
 
 
@@ -147,3 +147,89 @@ async def test_react_agent_with_llava_as_reasoner_and_tool(colour_backend: FakeB
 def test_bad_settings_fail_at_construction(option: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=option):
         LlavaToolSpec(backend=FakeBackend(), **{option: value})
+
+
+async def test_function_agent_tools_read_the_images_of_the_conversation(colour_backend: FakeBackend) -> None:
+    """The model names images by reference; the tools read them from the agent's Context."""
+    calls = [
+        {"question": "Which colour fills the picture?"},  # no image: the latest
+        {"question": "And this one?", "image": "0"},  # an index: the first
+        {"image": "first"},
+    ]
+    names = ["ask_about_image", "ask_about_image", "describe_image"]
+    made: list[ToolCallBlock] = []
+
+    def script(messages: list[ChatMessage], **kwargs: Any) -> ChatMessage:
+        results = [m for m in messages if m.role == MessageRole.TOOL]
+        if len(results) < len(calls):
+            step = len(results)
+            call = ToolCallBlock(tool_call_id=f"call-{step}", tool_name=names[step], tool_kwargs=calls[step])
+            made.append(call)
+            return ChatMessage(role=MessageRole.ASSISTANT, blocks=[call])
+        return ChatMessage(role=MessageRole.ASSISTANT, content=" | ".join(str(r.content) for r in results))
+
+    agent = FunctionAgent(
+        tools=LlavaToolSpec(backend=colour_backend).to_tool_list(),
+        llm=MockFunctionCallingLLM(response_generator=script),
+    )
+    question = ChatMessage(
+        role=MessageRole.USER,
+        blocks=[
+            TextBlock(text="Compare my two pictures."),
+            ImageBlock(image=colour_png("teal"), image_mimetype="image/png"),
+            ImageBlock(image=colour_png("orange"), image_mimetype="image/png"),
+        ],
+    )
+    response = await agent.run(user_msg=question)
+    assert str(response) == (
+        "A picture dominated by the colour orange. | A picture dominated by the colour teal. "
+        "| A picture dominated by the colour teal."
+    )
+    assert [r.prompt for r in colour_backend.history][:2] == [
+        "Which colour fills the picture?",
+        "And this one?",
+    ]
+    for call in made:  # what the model had to write: no image data
+        assert len(json.dumps(call.tool_kwargs)) < 100
+        assert "base64" not in json.dumps(call.tool_kwargs)
+    for result in response.tool_calls:
+        assert "ctx" not in result.tool_kwargs
+        assert not result.tool_output.is_error
+
+
+async def test_agent_errors_say_what_the_model_can_do(colour_backend: FakeBackend) -> None:
+    def script(messages: list[ChatMessage], **kwargs: Any) -> ChatMessage:
+        results = [m for m in messages if m.role == MessageRole.TOOL]
+        if not results:
+            call = ToolCallBlock(tool_call_id="c", tool_name="describe_image", tool_kwargs={"image": "5"})
+            return ChatMessage(role=MessageRole.ASSISTANT, blocks=[call])
+        return ChatMessage(role=MessageRole.ASSISTANT, content=str(results[-1].content))
+
+    agent = FunctionAgent(
+        tools=LlavaToolSpec(backend=colour_backend).to_tool_list(),
+        llm=MockFunctionCallingLLM(response_generator=script),
+    )
+    one_image = ChatMessage(
+        role=MessageRole.USER, blocks=[ImageBlock(image=colour_png("red")), TextBlock(text="?")]
+    )
+    response = await agent.run(user_msg=one_image)
+    assert "holds 1 image; leave image empty for the latest, or give an index from 0 to 0" in str(response)
+    response = await agent.run(user_msg="Describe my photo.")
+    assert "holds no image. Ask the user to attach one, or pass an http(s) URL" in str(response)
+    assert colour_backend.history == []
+
+
+async def test_outside_an_agent_an_omitted_image_is_a_clear_error(colour_backend: FakeBackend) -> None:
+    spec = LlavaToolSpec(backend=colour_backend)
+    ask, describe = spec.to_tool_list()
+    with pytest.raises(
+        InvalidImageError, match=r"describe_image\(\) got no image and has no agent conversation"
+    ):
+        spec.describe_image()
+    with pytest.raises(InvalidImageError, match="pass image="):
+        await spec.aask_about_image("What is it?", "latest")
+    with pytest.raises(InvalidImageError, match="give the tool to a FunctionAgent or AgentWorkflow"):
+        await ask.acall(question="What is it?")
+    with pytest.raises(InvalidImageError, match="pass image="):
+        describe.call()
+    assert colour_backend.history == []

@@ -20,6 +20,8 @@ from llava_bridge.defaults import DESCRIBE_PROMPT
 from llava_bridge.errors import AuthenticationError, ConfigurationError, LlavaError, PermissionDeniedError
 from llava_bridge.images import ImageInput
 from llava_bridge.llama_index._backend import (
+    DEFAULT_TIMEOUT,
+    TimeoutSetting,
     ensure_picklable,
     resolve_backend,
     restore_with_backend,
@@ -117,7 +119,7 @@ class ImageDescriber(TransformComponent):
         model: str | None = None,
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
-        timeout: float | None = None,
+        timeout: TimeoutSetting = DEFAULT_TIMEOUT,
         max_retries: int | None = None,
         **fields: Any,
     ) -> None:

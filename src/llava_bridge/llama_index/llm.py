@@ -31,8 +31,17 @@ from llama_index.core.llms.llm import LLM
 from llama_index.core.schema import BaseNode
 from pydantic import SecretStr
 
+from llava_bridge import retry
 from llava_bridge.backends.base import Backend
-from llava_bridge.llama_index._backend import ensure_picklable, resolve_backend, restore_with_backend
+from llava_bridge.llama_index._backend import (
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    TimeoutSetting,
+    default_timeout,
+    ensure_picklable,
+    resolve_backend,
+    restore_with_backend,
+)
 from llava_bridge.llama_index.images import block_from_node
 from llava_bridge.llama_index.messages import MultiImagePolicy, RequestSettings, to_vision_request
 from llava_bridge.llama_index.responses import StreamAssembler, chat_response
@@ -42,15 +51,23 @@ __all__ = ["LlavaLLM"]
 
 _CALL_SETTINGS = ("max_new_tokens", "temperature", "top_p", "stop", "multi_image")
 
+DEFAULT_MAX_RETRIES = retry.MAX_ATTEMPTS - 1
+"""The default backend's retries, as `FalBackend` counts them."""
+
 
 class LlavaLLM(LLM):
     """LLaVA Llama3 8B as a LlamaIndex chat LLM; images travel as `ImageBlock`s.
 
     With no `backend=`, it calls fal (`FalBackend(model, api_key=..., base_url=...,
     timeout=..., max_retries=...)`; when no api_key= is given, `FAL_KEY` is used, for
-    fal and `LLAVA_FAL_BASE_URL` only, never for a base_url= given in code).
-    Any other backend (local GPU, OpenAI-compatible server, `FakeBackend`) goes in
-    `backend=`. Per call, `max_new_tokens`, `temperature`, `top_p`, `stop` and
+    fal and `LLAVA_FAL_BASE_URL` only, never for a base_url= given in code). These
+    settings are fields: `to_dict()`/`from_dict()` round-trip them (the key is never
+    serialized) and an `IngestionCache` key of a component holding the LLM holds the
+    model. `timeout` defaults to `DEFAULT_ADAPTER_TIMEOUT_S` (120 s), one deadline over
+    the whole call that cancels the fal job when it runs out; `timeout=None` waits
+    without limit. Any other backend (local GPU, OpenAI-compatible server,
+    `FakeBackend`) goes in `backend=`; then `model` and `context_window` are read from
+    it, and `from_dict` cannot rebuild it. Per call, `max_new_tokens`, `temperature`, `top_p`, `stop` and
     `multi_image` override the fields (other keyword arguments are ignored, as the
     framework passes some through). Usage is in `response.raw["usage"]`, mirrored
     in `additional_kwargs`, where `TokenCountingHandler` finds it. Merging, image
@@ -76,6 +93,25 @@ class LlavaLLM(LLM):
         "'last' or 'error'.",
     )
 
+    model: str = Field(
+        default=DEFAULT_MODEL, description="The fal endpoint; with backend=, the backend's model."
+    )
+    base_url: str | None = Field(default=None, description="A fal-protocol server instead of fal.")
+    api_key: SecretStr | None = Field(
+        default=None, exclude=True, description="fal key; never serialized (FAL_KEY is used when None)."
+    )
+    timeout: float | None = Field(
+        default_factory=default_timeout,
+        description="Whole-call deadline in seconds; the job is cancelled when it runs out. "
+        "None waits without limit. With backend=, the backend's own.",
+    )
+    max_retries: int | None = Field(
+        default=DEFAULT_MAX_RETRIES, ge=0, description="Retries of a failed call; with backend=, None."
+    )
+    context_window: int = Field(
+        default=0, ge=0, description="Tokens LlamaIndex plans prompts with; 0 means the backend's window."
+    )
+
     _backend: Backend = PrivateAttr()
 
     def __init__(
@@ -85,12 +121,12 @@ class LlavaLLM(LLM):
         model: str | None = None,
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
-        timeout: float | None = None,
+        timeout: TimeoutSetting = DEFAULT_TIMEOUT,
         max_retries: int | None = None,
+        context_window: int | None = None,
         **fields: Any,
     ) -> None:
-        super().__init__(**fields)
-        self._backend = resolve_backend(
+        chosen = resolve_backend(
             backend,
             model=model,
             api_key=api_key,
@@ -98,6 +134,17 @@ class LlavaLLM(LLM):
             timeout=timeout,
             max_retries=max_retries,
         )
+        default = backend is None
+        super().__init__(
+            model=chosen.model_name,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=getattr(chosen, "timeout", None),
+            max_retries=(DEFAULT_MAX_RETRIES if max_retries is None else max_retries) if default else None,
+            context_window=context_window or chosen.context_window,
+            **fields,
+        )
+        self._backend = chosen
 
     @classmethod
     def class_name(cls) -> str:
@@ -111,11 +158,11 @@ class LlavaLLM(LLM):
     @property
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(
-            context_window=self._backend.context_window,
+            context_window=self.context_window,
             num_output=self.max_new_tokens,
             is_chat_model=True,
             is_function_calling_model=False,
-            model_name=self._backend.model_name,
+            model_name=self.model,
         )
 
     # -- the request (pure; reads a local file only for an ImageBlock(path=...)) ----------
