@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from llava_bridge import FakeBackend, FalBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +39,35 @@ def api_page(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return re.sub(r"<[^>]+>", "", (site / "api" / "index.html").read_text(encoding="utf-8"))
+
+
+DOCUMENTED = {"FalBackend": FalBackend, "FakeBackend": FakeBackend}
+"""Constructors whose every parameter has an Args entry that the API page must render."""
+
+
+def _args(cls: type) -> dict[str, str]:
+    """The `Args:` section of `cls`'s docstring: parameter -> its description's first words."""
+    doc = inspect.getdoc(cls) or ""
+    section = doc.split("Args:", 1)[1] if "Args:" in doc else ""
+    entries = re.findall(r"^    (\w+): (.+)$", section, flags=re.MULTILINE)
+    return {name: " ".join(text.replace("`", "").split()[:6]) for name, text in entries}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_every_constructor_parameter_has_an_args_entry(name: str) -> None:
+    cls = DOCUMENTED[name]
+    parameters = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    assert sorted(_args(cls)) == sorted(parameters)
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_the_api_page_renders_each_parameters_description(api_page: str, name: str) -> None:
+    start = api_page.index("Parameters:", api_page.index(f"{name}("))
+    table = " ".join(api_page[start : start + 40_000].split())
+    for parameter, description in _args(DOCUMENTED[name]).items():
+        assert re.search(rf"\b{parameter} .{{0,80}}?{re.escape(description)}", table), (
+            f"{name}'s {parameter} ({description}...) is not in the API page's parameter table"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETERS))

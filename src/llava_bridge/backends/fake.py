@@ -30,6 +30,14 @@ class FakeBackend:
     `history`. `max_new_tokens` (counted in words) and `stop` apply as with a real
     model, and `stream` yields the answer word by word. `latency` makes each call
     take that many seconds; `error`, when set, is raised instead of answering.
+
+    Args:
+        responses: The answers, cycled through (a string is a list of one), or a function
+            of the `VisionRequest` returning the answer.
+        model_name: The name results carry as their model.
+        context_window: The token budget conversations are fitted to.
+        latency: Seconds each call takes before it answers.
+        error: An exception raised by every call instead of answering.
     """
 
     exact_token_counts = False

@@ -174,6 +174,49 @@ class FalBackend(Closeable):
     `timeout` is a wall clock over a whole call: when it runs out the fal job is
     cancelled (PUT cancel) and `DeadlineExceededError` is raised. `start_timeout`
     is fal's server-side limit on the wait for a runner (`X-Fal-Request-Timeout`).
+
+    Args:
+        model: The fal endpoint id, ``owner/alias``; a request's own `model` overrides it.
+        api_key: The key, sent to every host configured here. Default: `FAL_KEY` (or
+            `FAL_KEY_ID` + `FAL_KEY_SECRET`), sent only to fal's hosts and to `LLAVA_FAL_BASE_URL`.
+        base_url: One fal-compatible server for all four hosts (such as `llava-bridge serve`):
+            queue at the root, run under ``/run``, rest under ``/rest``, cdn under ``/cdn``.
+            Default: `LLAVA_FAL_BASE_URL`, else fal's hosts.
+        queue_url: The queue host (submit, status, result, cancel); overrides `base_url`.
+        run_url: The run host (`mode="run"` and `stream`); overrides `base_url`.
+        rest_url: The storage host (upload tokens, upload initiation); overrides `base_url`.
+        cdn_url: The upload host; overrides `base_url`.
+        mode: ``"queue"`` (submit, follow, fetch: survives dropped connections) or ``"run"``
+            (one synchronous POST per call).
+        timeout: Seconds over a whole call, or None for no limit; when it runs out the job is
+            cancelled and `DeadlineExceededError` is raised.
+        max_retries: Retries after the first attempt of each HTTP call (connection failures,
+            429 and 5xx), with jittered backoff; a submit that may have arrived is never re-sent.
+        start_timeout: Seconds fal may wait for a runner before it gives up on the job
+            (``X-Fal-Request-Timeout``); None: fal's default.
+        priority: fal's queue priority, ``"normal"`` or ``"low"`` (``X-Fal-Queue-Priority``).
+        webhook_url: An http(s) URL fal posts the result to when the job completes.
+        hint: A runner hint for fal's routing (``X-Fal-Runner-Hint``).
+        headers: Extra headers sent with every submit, run and stream request.
+        poll_interval: Seconds between status polls, when the status stream cannot be used.
+        on_queue_update: A function called with each `FalStatus` while a job waits and runs.
+        resize: How to shrink images before sending them (the model sees 336 px); None sends
+            them as they are.
+        inline_threshold: Images (after resizing) of at most this many bytes are sent inline as
+            a data URI the first time; others, and repeats, are uploaded once and sent by URL.
+        text_only: A request without an image: ``"placeholder"`` sends a small grey image,
+            ``"error"`` raises `InvalidRequestError`.
+        status_stream: Follow a job over the server-sent status stream (polling when it fails);
+            False polls from the start.
+        stream_idle_timeout: Seconds a silent status stream is kept before falling back to polling.
+        connect_timeout: Seconds to open a connection.
+        read_timeout: Seconds to wait for each answer of a submit, status, result or cancel call.
+        http_client: An `httpx.Client` for the sync methods, used as given and left open.
+            Default: llava-bridge's own connection pool (httpx when a proxy variable is set).
+        async_http_client: An `httpx.AsyncClient` for the async methods, used as given and left
+            open. Default: an own pool per event loop (httpx when a proxy variable is set).
+        max_response_bytes: The largest (decompressed) answer body accepted; a larger one raises
+            `ResponseTooLargeError`.
     """
 
     context_window = CONTEXT_WINDOW
