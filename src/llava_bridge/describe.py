@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,15 +29,24 @@ from llava_bridge.types import VisionRequest
 
 __all__ = [
     "DEFAULT_DESCRIBE_PROMPT",
+    "RECORD_FIELDS",
+    "RUN_STOPPERS",
     "DescribeSummary",
+    "JsonlWriter",
     "check_output_path",
+    "describe_image",
     "describe_to_jsonl",
+    "done_records",
     "expand_sources",
+    "format_summary",
+    "image_for_source",
 ]
 
 DEFAULT_DESCRIBE_PROMPT = DESCRIBE_PROMPT
 RUN_STOPPERS = (ConfigurationError, AuthenticationError)
 """Errors every image would hit: they stop the whole run instead of failing each image."""
+RECORD_FIELDS = ("source", "description", "model", "request_id", "error")
+"""The fields of one output record, in order; `error` is None when the image was described."""
 
 
 def expand_sources(arguments: Sequence[str]) -> list[str]:
@@ -114,24 +123,30 @@ class DescribeSummary:
         return not self.failures and not self.interrupted
 
 
-def _done_sources(out: Path) -> tuple[list[str], set[str]]:
-    """Valid lines of a previous run that succeeded, and their sources."""
-    kept: list[str] = []
-    done: set[str] = set()
+def done_records(out: Path) -> list[dict[str, Any]]:
+    """The records of a previous JSONL run that succeeded (lines cut by a crash are skipped)."""
+    kept: list[dict[str, Any]] = []
     if not out.exists():
-        return kept, done
+        return kept
     for line in out.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash
         if isinstance(record, dict) and record.get("error") is None and "source" in record:
-            kept.append(line)
-            done.add(record["source"])
-    return kept, done
+            kept.append(record)
+    return kept
 
 
-def _image_for(source: str) -> ImageInput:
+def _done_sources(out: Path) -> tuple[list[str], set[str]]:
+    """Valid lines of a previous run that succeeded, and their sources."""
+    records = done_records(out)
+    kept = [json.dumps(record, ensure_ascii=False) for record in records]
+    return kept, {record["source"] for record in records}
+
+
+def image_for_source(source: str) -> ImageInput:
+    """A source string as an image: a URL or data URI as is, anything else read as a path."""
     if source.startswith(("http://", "https://", "data:")):
         return ImageInput.from_url(source)
     return ImageInput.from_path(source)
@@ -171,7 +186,7 @@ class _Progress:
             self.stream.flush()
 
 
-class _JsonlWriter:
+class JsonlWriter:
     """Appends whole, flushed lines to `out`; the file is created with the first line."""
 
     def __init__(self, out: Path, kept: list[str]) -> None:
@@ -234,7 +249,7 @@ async def describe_to_jsonl(
     started = time.monotonic()
     bar = _Progress(len(todo), progress_stream, progress)
     semaphore = asyncio.Semaphore(concurrency)
-    writer = _JsonlWriter(out, kept)
+    writer = JsonlWriter(out, kept)
 
     async def one(source: str) -> None:
         async with semaphore:
@@ -268,9 +283,24 @@ async def describe_to_jsonl(
 
 
 async def _describe_one(backend: Backend, source: str, prompt: str, max_new_tokens: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"source": source, "description": None, "model": None, "request_id": None}
+    outcome = await describe_image(
+        backend, lambda: image_for_source(source), prompt=prompt, max_new_tokens=max_new_tokens
+    )
+    return {"source": source, **outcome}
+
+
+async def describe_image(
+    backend: Backend, load_image: Callable[[], ImageInput], *, prompt: str, max_new_tokens: int
+) -> dict[str, Any]:
+    """One image's `description`, `model`, `request_id` and `error` (None when described).
+
+    `load_image` runs in a worker thread (it may read a file or decode pixels). A
+    `LlavaError` becomes the record's `error` ("ClassName: message"), except the
+    `RUN_STOPPERS`, which are raised: every other image would hit them too.
+    """
+    record: dict[str, Any] = {"description": None, "model": None, "request_id": None}
     try:
-        image = await asyncio.to_thread(_image_for, source)
+        image = await asyncio.to_thread(load_image)
         request = VisionRequest(prompt=prompt, image=image, max_new_tokens=max_new_tokens)
         result = await backend.agenerate(request)
     except RUN_STOPPERS:
