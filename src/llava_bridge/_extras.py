@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["require_extra"]
+__all__ = ["install_hint", "require_extra"]
 
 
 def require_extra(extra: str, *modules: str, what: str) -> None:
@@ -20,3 +20,8 @@ def require_extra(extra: str, *modules: str, what: str) -> None:
                 f"pip install 'llava-bridge[{extra}]'",
                 name=module,
             )
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs `extra` from a clone of llava-bridge, for error messages."""
+    return f'pip install -e ".[{extra}]" (from a clone of llava-bridge)'

@@ -1,9 +1,12 @@
 """`ImageInput`: one image, from a URL, a data URI, bytes, a path or a PIL image.
 
 An `ImageInput` never fetches a URL and never reads a file unless it was handed a
-path explicitly (`ImageInput.from_path`). Bytes are checked when the value is made:
-the real type is sniffed from magic bytes, Pillow decodes it fully (which catches
-truncation), and the pixel count is capped against decompression bombs.
+path explicitly (`ImageInput.from_path`). Bytes are checked when the value is made,
+from their header only (`llava_bridge.imaging.probe`): the real type is sniffed
+from magic bytes (a declared type that disagrees is logged at DEBUG and ignored),
+the pixel count is capped against decompression bombs, and pathological metadata
+is bounded. The pixels are decoded once, by `prepared()` (which is also where a
+truncated file is refused, before anything is sent) or `to_pil()`.
 """
 
 from __future__ import annotations
@@ -13,33 +16,36 @@ import binascii
 import hashlib
 import io
 import re
-import warnings
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from llava_bridge.errors import InvalidImageError
+from llava_bridge.imaging.formats import sniff_mime_type
+from llava_bridge.imaging.limits import MAX_ASPECT_RATIO, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_SIDE
+from llava_bridge.imaging.orientation import upright_size
+from llava_bridge.imaging.prepare import decode_upright, encode_for_wire
+from llava_bridge.imaging.probe import probe
+from llava_bridge.imaging.resize import MODEL_IMAGE_SIDE, ResizePolicy
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["ImageInput", "ResizePolicy", "sniff_mime_type"]
+__all__ = [
+    "MAX_ASPECT_RATIO",
+    "MAX_IMAGE_BYTES",
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "MODEL_IMAGE_SIDE",
+    "ImageInput",
+    "ResizePolicy",
+    "sniff_mime_type",
+]
 
-MAX_PIXELS = 50_000_000
-"""Images with more pixels than this are refused (a 12 MP photo is 12,000,000)."""
-MAX_SIDE = 20_000
-"""Images with a side longer than this are refused."""
-MAX_ASPECT_RATIO = 40.0
-"""Images longer than this many times their width (or the reverse) are refused."""
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
-"""Encoded images larger than this are refused."""
-MODEL_IMAGE_SIDE = 336
-"""The vision tower sees 336 x 336."""
-
+_DEFAULT_POLICY = ResizePolicy()
 _ALLOWED_URL_SCHEMES = ("http", "https")
 _DATA_URI = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$",
@@ -47,72 +53,10 @@ _DATA_URI = re.compile(
 )
 
 
-def sniff_mime_type(data: bytes) -> str | None:
-    """The image type from magic bytes: JPEG, PNG, WebP, GIF or BMP; else None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data.startswith(b"BM") and len(data) > 26:
-        return "image/bmp"
-    return None
-
-
-def _describe_non_image(data: bytes) -> str:
-    """A short guess of what non-image bytes are, for error messages."""
-    if not data:
-        return "empty bytes"
-    if data.startswith(b"%PDF"):
-        return "a PDF document"
-    if data[:4] == b"PK\x03\x04":
-        return "a ZIP archive"
-    if data.lstrip()[:1] in (b"<", b"{", b"["):
-        return "text (HTML, XML or JSON)"
-    try:
-        data[:512].decode("utf-8")
-    except UnicodeDecodeError:
-        return "unrecognised binary data"
-    return "text"
-
-
-@dataclass(frozen=True)
-class ResizePolicy:
-    """How to shrink an image before sending it.
-
-    The model sees 336 x 336, so sending 12 MP wastes bandwidth. Images whose short
-    side is above `short_side` are downscaled so the short side equals it (keeping
-    it comfortably above 336 px), the long side is capped at `max_long_side`, and
-    the result is re-encoded as JPEG at `jpeg_quality`. Smaller images are sent as
-    they are unless they exceed `max_bytes`.
-    """
-
-    short_side: int = 672
-    max_long_side: int = 2016
-    jpeg_quality: int = 90
-    max_bytes: int = 2 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.short_side < MODEL_IMAGE_SIDE:
-            raise ValueError(f"short_side must be at least {MODEL_IMAGE_SIDE} (the model's input size)")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError("jpeg_quality must be between 1 and 100")
-
-    def target_size(self, width: int, height: int) -> tuple[int, int] | None:
-        """The size to resize to, or None when the image is small enough already."""
-        scale = min(1.0, self.short_side / min(width, height), self.max_long_side / max(width, height))
-        if scale >= 1.0:
-            return None
-        return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 class ImageInput:
     """An image to ask about: a URL (kept as is) or validated encoded bytes."""
 
-    __slots__ = ("_data", "_height", "_mime_type", "_sha256", "_source", "_url", "_width")
+    __slots__ = ("_data", "_height", "_mime_type", "_orientation", "_sha256", "_source", "_url", "_width")
 
     def __init__(
         self,
@@ -129,13 +73,33 @@ class ImageInput:
         self._mime_type = mime_type
         self._width = 0
         self._height = 0
+        self._orientation = 1
         self._sha256: str | None = None
         self._source = source
         if url is not None:
             _check_url(url)
         else:
             assert data is not None
-            self._mime_type, self._width, self._height = _validate_bytes(data, mime_type)
+            found = probe(data, mime_type)
+            self._data = found.data
+            self._mime_type = found.mime_type
+            self._width, self._height = found.width, found.height
+            self._orientation = found.orientation
+
+    @classmethod
+    def _prepared_bytes(
+        cls, data: bytes, mime_type: str, size: tuple[int, int], source: str | None
+    ) -> ImageInput:
+        """Bytes this module just encoded (upright JPEG or PNG): nothing to check again."""
+        image = cls.__new__(cls)
+        image._url = None
+        image._data = data
+        image._mime_type = mime_type
+        image._width, image._height = size
+        image._orientation = 1
+        image._sha256 = None
+        image._source = source
+        return image
 
     # -- constructors -------------------------------------------------------------
 
@@ -149,13 +113,16 @@ class ImageInput:
 
     @classmethod
     def from_data_uri(cls, uri: str) -> ImageInput:
-        """A `data:image/...;base64,...` URI; its declared type must match its bytes."""
+        """A `data:image/...;base64,...` URI; its bytes decide the type, whatever it declares."""
         declared, data = decode_data_uri(uri)
         return cls(data=data, mime_type=declared, source="data URI")
 
     @classmethod
     def from_bytes(cls, data: bytes, mime_type: str | None = None) -> ImageInput:
-        """Encoded image bytes (JPEG, PNG, WebP, GIF or BMP)."""
+        """Encoded image bytes: JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC (the [heif] extra) or AVIF.
+
+        `mime_type` is a hint only: the bytes decide the type.
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidImageError(f"from_bytes() takes bytes, not {type(data).__name__}.")
         return cls(data=bytes(data), mime_type=mime_type, source="bytes")
@@ -183,9 +150,10 @@ class ImageInput:
 
     @classmethod
     def from_pil(cls, image: PILImage, format: Literal["PNG", "JPEG"] = "PNG") -> ImageInput:
-        """A PIL image, encoded losslessly as PNG by default."""
+        """A PIL image, encoded losslessly as PNG by default; turned upright if its EXIF says so."""
         if not isinstance(image, Image.Image):
             raise InvalidImageError(f"from_pil() takes a PIL image, not {type(image).__name__}.")
+        image = ImageOps.exif_transpose(image) or image
         buffer = io.BytesIO()
         converted = image if format == "PNG" or image.mode == "RGB" else image.convert("RGB")
         converted.save(buffer, format=format)
@@ -247,8 +215,15 @@ class ImageInput:
 
     @property
     def size(self) -> tuple[int, int] | None:
-        """(width, height) in pixels; None for a URL."""
-        return None if self._data is None else (self._width, self._height)
+        """(width, height) in pixels as the image is seen (EXIF orientation applied); None for a URL."""
+        if self._data is None:
+            return None
+        return upright_size(self._width, self._height, self._orientation)
+
+    @property
+    def orientation(self) -> int:
+        """The EXIF orientation of the bytes (1: stored upright; 6: a phone's portrait photo)."""
+        return self._orientation
 
     @property
     def source(self) -> str:
@@ -271,30 +246,39 @@ class ImageInput:
             raise InvalidImageError("A URL image has no data URI; it is sent by URL.")
         return f"data:{self._mime_type};base64,{base64.b64encode(self._data).decode('ascii')}"
 
-    def to_pil(self) -> PILImage:
-        """Decode to an RGB PIL image (bytes images only)."""
-        if self._data is None:
+    def to_pil(self, size_hint: tuple[int, int] | None = None) -> PILImage:
+        """Decode to an upright RGB PIL image (bytes images only).
+
+        With `size_hint`, a JPEG may decode smaller (at 1/2, 1/4 or 1/8 scale), never
+        below that size: enough for a thumbnail or the model's 336 px, at a fraction of the cost.
+        """
+        if self._data is None or self._mime_type is None:
             raise InvalidImageError("A URL image is not fetched by ImageInput; fetch it first.")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(self._data))
-            image.load()
-        return image.convert("RGB")
+        hint = None if size_hint is None else upright_size(*size_hint, self._orientation)
+        return decode_upright(self._data, self._mime_type, hint)
+
+    def prepared(self, policy: ResizePolicy | None = _DEFAULT_POLICY) -> ImageInput:
+        """The image as it goes on the wire: JPEG or PNG, upright, shrunk by `policy`.
+
+        One decode (JPEG draft mode when shrinking). `policy=None` shrinks nothing but
+        still turns the image upright and re-encodes types other than JPEG and PNG.
+        Returns `self` when the bytes can go as they are; a URL image is returned as is.
+        Raises `InvalidImageError` for corrupt or truncated bytes. CPU work: async
+        callers run it in a thread.
+        """
+        if self._data is None or self._mime_type is None:
+            return self
+        size = upright_size(self._width, self._height, self._orientation)
+        encoded = encode_for_wire(self._data, self._mime_type, size, self._orientation, policy)
+        if encoded is None:
+            return self
+        return ImageInput._prepared_bytes(
+            encoded.data, encoded.mime_type, (encoded.width, encoded.height), self.source
+        )
 
     def resized(self, policy: ResizePolicy | None = None) -> ImageInput:
-        """A copy shrunk by `policy` (default `ResizePolicy()`); self when already small."""
-        policy = policy or ResizePolicy()
-        if self._data is None:
-            return self
-        target = policy.target_size(self._width, self._height)
-        if target is None and len(self._data) <= policy.max_bytes:
-            return self
-        image = self.to_pil()
-        if target is not None:
-            image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=policy.jpeg_quality, optimize=True)
-        return ImageInput(data=buffer.getvalue(), mime_type="image/jpeg", source=self.source)
+        """`prepared(policy)`, with `ResizePolicy()` when `policy` is None."""
+        return self.prepared(policy or _DEFAULT_POLICY)
 
     def __repr__(self) -> str:
         if self._url is not None:
@@ -341,59 +325,6 @@ def _check_url(url: str) -> None:
         )
     if not parts.hostname:
         raise InvalidImageError(f"Image URL {_short(url)!r} has no host; give a full http(s) URL.")
-
-
-def _validate_bytes(data: bytes, declared: str | None) -> tuple[str, int, int]:
-    """Check encoded image bytes; return (mime type, width, height)."""
-    if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidImageError(
-            f"Image is {len(data):,} bytes, over the {MAX_IMAGE_BYTES:,}-byte limit; resize or recompress it."
-        )
-    mime = sniff_mime_type(data)
-    if mime is None:
-        raise InvalidImageError(
-            f"Not an image: the bytes look like {_describe_non_image(data)}. "
-            "Give a JPEG, PNG, WebP, GIF or BMP image."
-        )
-    aliases = {mime, "application/octet-stream", "image/jpg" if mime == "image/jpeg" else mime}
-    if declared is not None and declared not in aliases:
-        raise InvalidImageError(
-            f"The image is declared as {declared} but its bytes are {mime}; fix the declared type."
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                _check_dimensions(width, height)
-                image.load()
-    except InvalidImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImageError(
-            f"Image has too many pixels (over {MAX_PIXELS:,}); it may be a decompression bomb. "
-            "Resize it first."
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImageError(
-            f"The {mime} image is corrupt or truncated ({exc}); re-export or re-download it."
-        ) from None
-    return mime, width, height
-
-
-def _check_dimensions(width: int, height: int) -> None:
-    if width <= 0 or height <= 0:
-        raise InvalidImageError(f"Image is {width}x{height} px; it has no pixels.")
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        raise InvalidImageError(
-            f"Image is {width}x{height} px, over the limit ({MAX_PIXELS:,} pixels, "
-            f"{MAX_SIDE:,} px a side); resize it first."
-        )
-    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise InvalidImageError(
-            f"Image is {width}x{height} px; sides more than {MAX_ASPECT_RATIO:g}x apart leave "
-            "nothing for the model to see after its square crop. Crop it first."
-        )
 
 
 def _short(text: str, limit: int = 60) -> str:

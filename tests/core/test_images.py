@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +56,20 @@ def test_non_images_are_refused_with_what_they_look_like(data: bytes, fragment: 
     assert "JPEG, PNG" in str(info.value)
 
 
-def test_truncated_jpeg_is_refused(jpeg_bytes: bytes) -> None:
+@pytest.mark.parametrize("policy", [ResizePolicy(), None])
+def test_truncated_jpeg_is_refused_when_prepared(policy: ResizePolicy | None) -> None:
     big = encode(Image.effect_noise((256, 256), 60).convert("RGB"), "JPEG", quality=90)
+    image = ImageInput.from_bytes(big[: len(big) // 2])  # the header is whole: made without decoding
     with pytest.raises(InvalidImageError, match="corrupt or truncated"):
-        ImageInput.from_bytes(big[: len(big) // 2])
+        image.prepared(policy)
+    with pytest.raises(InvalidImageError, match="corrupt or truncated"):
+        image.to_pil()
 
 
-def test_truncated_png_is_refused(coffee_path: Path) -> None:
+def test_truncated_png_is_refused_when_prepared(coffee_path: Path) -> None:
     data = coffee_path.read_bytes()
     with pytest.raises(InvalidImageError, match="truncated"):
-        ImageInput.from_bytes(data[: len(data) // 3])
+        ImageInput.from_bytes(data[: len(data) // 3]).prepared()
 
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:
@@ -137,10 +142,17 @@ def test_malformed_data_uris(uri: str, fragment: str) -> None:
         ImageInput.from_data_uri(uri)
 
 
-def test_data_uri_whose_declared_type_disagrees(png_bytes: bytes) -> None:
+def test_data_uri_whose_declared_type_disagrees_goes_by_its_bytes(
+    png_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     uri = "data:image/jpeg;base64," + base64.b64encode(png_bytes).decode()
-    with pytest.raises(InvalidImageError, match="declared as image/jpeg but its bytes are image/png"):
-        ImageInput.from_data_uri(uri)
+    with caplog.at_level(logging.DEBUG, logger="llava_bridge.images"):
+        image = ImageInput.from_data_uri(uri)
+    assert image.mime_type == "image/png" and image.data == png_bytes
+    assert image.prepared().to_data_uri().startswith("data:image/png;base64,")
+    (record,) = [r for r in caplog.records if "declared as" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "declared as image/jpeg but its bytes are image/png" in record.getMessage()
 
 
 def test_jpg_alias_is_accepted(jpeg_bytes: bytes) -> None:
