@@ -39,7 +39,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 @dataclass
 class Fault:
-    """One scripted failure: `status` (an HTTP error), `drop`, `break_stream`, `truncate` or `delay`."""
+    """One scripted failure: `status` (an HTTP error), `drop`, `break_stream`, `truncate`,
+    `delay`, `unexplained` (a plain-text 500, then the connection closes, as an unhandled
+    exception in an ASGI server gives) or `error_event` (a stream whose first event is an
+    error given as bare text)."""
 
     kind: str
     status: int = 500
@@ -162,6 +165,12 @@ class OpenAITestServer:
                     return
                 if fault is not None and fault.kind == "delay":
                     time.sleep(fault.seconds)
+                if fault is not None and fault.kind == "unexplained":
+                    self._plain_500()
+                    return
+                if fault is not None and fault.kind == "error_event":
+                    self._error_event()
+                    return
                 words, finish, usage = server.answer(payload)
                 if payload.get("stream"):
                     cut = (
@@ -193,6 +202,25 @@ class OpenAITestServer:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
+
+            def _plain_500(self) -> None:
+                data = b"Internal Server Error"
+                self.send_response(500)
+                self.send_header("content-type", "text/plain; charset=utf-8")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+            def _error_event(self) -> None:
+                data = b'data: {"error": "cannot apply stop strings"}\n\n'
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()

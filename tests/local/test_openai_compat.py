@@ -17,6 +17,7 @@ from llava_bridge import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    DeadlineExceededError,
     ImageInput,
     Message,
     NotFoundError,
@@ -357,3 +358,59 @@ def test_a_stream_event_that_is_not_a_chunk_is_a_typed_error(data: str) -> None:
     )
     with pytest.raises(APIStatusError, match="not with an OpenAI chat completion"):
         StreamAssembler(call, "http://h/v1/chat/completions").feed(data)
+
+
+def test_an_unexplained_500_is_tried_once_without_stop_and_stop_is_left_out_after(
+    server: OpenAITestServer, backend: OpenAICompatBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.fail_next("unexplained")
+    server.leak_stop_tokens = True  # stops still cut on the client
+    first = backend.generate(image_request())
+    second = backend.generate(image_request())
+    assert first.text == second.text == "I see 1 image(s). You said: What is this?"
+    assert ["stop" in payload for payload in server.requests] == [True, False, False]
+    assert sum("failed on a request with 'stop'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_when_leaving_stop_out_fails_too_the_error_is_raised_and_stop_kept(
+    server: OpenAITestServer, backend: OpenAICompatBackend
+) -> None:
+    server.fail_next("unexplained", count=2)
+    with pytest.raises(ServerError, match="Internal Server Error"):
+        backend.generate(image_request())
+    backend.generate(image_request())
+    assert ["stop" in payload for payload in server.requests] == [True, False, True]
+
+
+def test_a_stream_whose_first_event_is_a_bare_error_is_opened_again_without_stop(
+    server: OpenAITestServer, backend: OpenAICompatBackend
+) -> None:
+    server.fail_next("error_event")
+    chunks = list(backend.stream(image_request()))
+    assert "".join(c.delta for c in chunks) == "I see 1 image(s). You said: What is this?"
+    assert ["stop" in payload for payload in server.requests] == [True, False]
+
+
+def test_send_stop_set_by_hand_is_never_learned(server: OpenAITestServer) -> None:
+    server.fail_next("unexplained")
+    with OpenAICompatBackend(server.base_url, send_stop=True) as backend:
+        with pytest.raises(ServerError):
+            backend.generate(image_request())
+        backend.generate(image_request())
+    with OpenAICompatBackend(server.base_url, send_stop=False) as backend:
+        backend.generate(image_request())
+        list(backend.stream(image_request()))
+    assert ["stop" in payload for payload in server.requests] == [True, True, False, False]
+    with pytest.raises(ConfigurationError, match="send_stop"):
+        OpenAICompatBackend(server.base_url, send_stop="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_total_timeout_bounds_the_whole_call(server: OpenAITestServer, stream: bool) -> None:
+    server.fail_next("delay", seconds=3.0)
+    backend = OpenAICompatBackend(server.base_url, timeout=60, total_timeout=0.3)
+    with backend, pytest.raises(DeadlineExceededError, match="total_timeout=0.3s"):
+        list(backend.stream(image_request())) if stream else backend.generate(image_request())
+    assert len(server.requests) == 1
+    with pytest.raises(ConfigurationError, match="total_timeout"):
+        OpenAICompatBackend(server.base_url, total_timeout=0)

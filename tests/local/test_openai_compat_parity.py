@@ -132,6 +132,11 @@ CASES: dict[str, Case] = {
     "stream-broken-midway": ({}, _fail("break_stream"), _stream(ASK)),
     "stream-ends-early": ({}, _fail("truncate"), _stream(ASK)),
     "read-timeout": ({"timeout": 0.3}, _fail("delay", seconds=1.5), _generate(ASK)),
+    "total-timeout-stream": ({"total_timeout": 0.3}, _fail("delay", seconds=1.5), _stream(ASK)),
+    "stop-learned": ({}, _fail("unexplained"), _generate(ASK)),
+    "stop-learned-stream": ({}, _fail("error_event"), _stream(ASK)),
+    "stop-not-the-cause": ({}, _fail("unexplained", 2), _generate(ASK)),
+    "stop-never-sent": ({"send_stop": False}, _none, _stream(STOP)),
 }
 
 

@@ -5,12 +5,16 @@ Ollama's `/v1`: `POST {base_url}/v1/chat/completions` with the conversation as
 native system/user/assistant messages, the image as a content part on its turn
 (a base64 data URI; a URL image is passed as its URL, which Ollama refuses),
 `stop: ["<|eot_id|>", ...]`, and SSE for streaming. Stop strings are applied on
-the client too, in case a server lets `<|eot_id|>` through as text.
+the client too, in case a server lets `<|eot_id|>` through as text, or is not told
+them: `transformers serve` fails on `stop` with a LLaVA processor, so by default a
+server error on a request with `stop` is tried once without it, and the backend
+leaves it out from then on (`send_stop=`).
 
 The wire format is in `wire`, the IO-free flows in `flows`; this class picks the
 transport and drives them, sync or async. The POST creates work, so it is re-sent
 only when the server cannot have run it (connection refused, 408/409/429,
-502/503/504 from a proxy), by the core policy in `retry.py`.
+502/503/504 from a proxy, a kept-alive connection the server had closed), by the core
+policy in `retry.py`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from pydantic import SecretStr
 
 from llava_bridge.backends._transport.choice import Transports
 from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
+from llava_bridge.backends._transport.flows import finite_positive
 from llava_bridge.backends.base import Closeable
 from llava_bridge.backends.openai_compat.flows import generate_flow, stream_flow
 from llava_bridge.backends.openai_compat.settings import OpenAISettings
+from llava_bridge.backends.openai_compat.stop_support import StopSupport
 from llava_bridge.backends.openai_compat.wire import DEFAULT_OPENAI_MODEL, chat_completions_url
 from llava_bridge.errors import ConfigurationError
 from llava_bridge.images import ResizePolicy
@@ -60,12 +66,10 @@ def _timeouts(timeout: float | httpx.Timeout | None) -> tuple[float | None, floa
 
 
 class OpenAICompatBackend(Closeable):
-    """LLaVA served by vLLM, llama.cpp, LM Studio, SGLang, LMDeploy or Ollama, over HTTP.
+    """LLaVA served by vLLM, llama.cpp, LM Studio, SGLang, LMDeploy, Ollama or
+    `transformers serve`, over HTTP.
 
-    `base_url` is the server root (`http://localhost:8000`) or its `/v1`. Token
-    counts are estimates until the server reports usage. `extra_body` is merged
-    into every request body (e.g. `{"stop_token_ids": [128009]}` for vLLM).
-    `timeout` limits connecting and each read (seconds, or an `httpx.Timeout`).
+    Token counts are the server's when it reports usage, else estimates.
     """
 
     exact_token_counts = False
@@ -77,15 +81,46 @@ class OpenAICompatBackend(Closeable):
         *,
         api_key: str | SecretStr | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        total_timeout: float | None = None,
         max_retries: int = MAX_ATTEMPTS - 1,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
         context_window: int = CONTEXT_WINDOW,
         resize: ResizePolicy | None = _DEFAULT_RESIZE,
         extra_body: Mapping[str, Any] | None = None,
+        send_stop: bool | None = None,
     ) -> None:
+        """A client of one OpenAI-compatible server.
+
+        Args:
+            base_url: The server root (`http://localhost:8000`) or its `/v1`.
+            model: The `model` field of each request (a request's own `model` wins):
+                Ollama's name, vLLM's Hub id; llama.cpp ignores it.
+            api_key: Sent as `Authorization: Bearer ...` (vLLM `--api-key`,
+                llama-server `--api-key`); never shown in reprs or errors.
+            timeout: Connecting and each read, in seconds, or an `httpx.Timeout`. A busy
+                GPU can be silent for a while before its first token.
+            total_timeout: A wall clock over a whole call in seconds, body and stream
+                reads included; past it `DeadlineExceededError` is raised. None: no limit.
+            max_retries: Re-sends of a request the server cannot have run (connection
+                refused, 429, a proxy's 502/503/504), with backoff.
+            http_client: An `httpx.Client` to send through (used as given, left open);
+                default: the package's own HTTP/1.1 pool (httpx behind a proxy variable).
+            async_http_client: The same, for `agenerate`/`astream`.
+            context_window: Tokens the served model holds; older turns are trimmed to fit.
+            resize: How images are downscaled before sending (None: sent as they are).
+            extra_body: Fields merged into every request body, e.g.
+                `{"stop_token_ids": [128009]}` for vLLM.
+            send_stop: Whether requests carry the `stop` field. None (default): yes, but
+                after a server error (HTTP 500) on a request with `stop`, try once
+                without it and, when that works, leave it out from then on (with one
+                warning). False: never (for `transformers serve`). Stop strings are cut
+                on the client in every case.
+        """
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be a non-negative integer, not {max_retries!r}.")
+        if send_stop not in (None, True, False):
+            raise ConfigurationError(f"send_stop must be True, False or None, not {send_stop!r}.")
         connect_timeout, read_timeout = _timeouts(timeout)
         self._settings = OpenAISettings(
             url=chat_completions_url(base_url),
@@ -93,10 +128,12 @@ class OpenAICompatBackend(Closeable):
             api_key=api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            total_timeout=finite_positive("total_timeout", total_timeout),
             max_attempts=max_retries + 1,
             context_window=context_window,
             resize=resize,
             extra_body=dict(extra_body or {}),
+            stop_support=StopSupport(send_stop),
         )
         self._transports = Transports(http_client, async_http_client)
 

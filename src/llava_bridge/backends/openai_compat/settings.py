@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from llava_bridge._version import __version__
 from llava_bridge.backends._transport.effects import HttpRequest
+from llava_bridge.backends.openai_compat.stop_support import StopSupport
 from llava_bridge.images import ResizePolicy
 from llava_bridge.prompts import CONTEXT_WINDOW
 from llava_bridge.retry import Phase
@@ -29,10 +30,14 @@ class OpenAISettings:
     connect_timeout: float | None = 10.0
     read_timeout: float | None = 120.0
     """Per read: how long the server may stay silent (a busy GPU can take a while)."""
+    total_timeout: float | None = None
+    """A wall clock over a whole call, body and stream reads included (None: no limit)."""
     max_attempts: int = 5
     context_window: int = CONTEXT_WINDOW
     resize: ResizePolicy | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    stop_support: StopSupport = field(default_factory=StopSupport)
+    """Whether requests carry `stop` (learned per backend when `send_stop` is None)."""
     rng: random.Random = field(default_factory=random.Random)
     submit_grace: float = 0.0
     """No grace past a deadline: a completion has no job id to cancel."""

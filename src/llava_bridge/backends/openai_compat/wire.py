@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llava_bridge.backends._transport.bodies import loads
 from llava_bridge.backends._transport.effects import TransportFailure
 from llava_bridge.errors import (
     APIConnectionError,
@@ -66,7 +67,17 @@ class Call:
 
     @property
     def stops(self) -> tuple[str, ...]:
+        """What the answer is cut at on the client, whether or not the server was told."""
         return (*LLAMA3_STOP_STRINGS, *self.request.stop)
+
+    @property
+    def sends_stop(self) -> bool:
+        return "stop" in self.payload
+
+    def without_stop(self) -> Call:
+        """The same call with no `stop` field (stops are still cut on the client)."""
+        payload = {key: value for key, value in self.payload.items() if key != "stop"}
+        return replace(self, payload=payload)
 
 
 def build_call(
@@ -77,8 +88,10 @@ def build_call(
     context_window: int,
     resize: ResizePolicy | None,
     extra_body: Mapping[str, Any],
+    send_stop: bool = True,
 ) -> Call:
-    """The JSON body for `/v1/chat/completions`, after trimming the conversation to fit."""
+    """The JSON body for `/v1/chat/completions`, after trimming the conversation to fit.
+    `send_stop=False` leaves the `stop` field out (the answer is cut on the client)."""
     request, budget = fit_to_context(request, context_window=context_window)
     image_index = request.image_index
     messages: list[dict[str, Any]] = []
@@ -94,9 +107,10 @@ def build_call(
         "model": name,
         "messages": messages,
         "max_tokens": request.max_new_tokens,
-        "stop": ["<|eot_id|>", *request.stop],
         "stream": stream,
     }
+    if send_stop:
+        payload["stop"] = ["<|eot_id|>", *request.stop]
     if request.temperature is not None:
         payload["temperature"] = request.temperature
     if request.top_p is not None:
@@ -137,8 +151,8 @@ def _malformed(url: str, what: str) -> APIStatusError:
 def parse_completion(content: bytes, call: Call, url: str) -> VisionResult:
     """A VisionResult from the bytes of a non-streamed chat completion."""
     try:
-        body: Any = json.loads(content)
-    except (ValueError, RecursionError):
+        body: Any = loads(content)
+    except ValueError:
         raise _malformed(url, f"the body is not JSON: {content[:80]!r}") from None
     try:
         choice = body["choices"][0]
@@ -198,8 +212,8 @@ class StreamAssembler:
             self._saw_done = True
             return ""
         try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
+            chunk = loads(data)
+        except ValueError:
             raise _malformed(self._url, f"a stream event is not JSON: {data[:80]!r}") from None
         if not isinstance(chunk, Mapping):
             raise _malformed(self._url, "a stream event is not an object")
@@ -265,8 +279,8 @@ def _stream_error(error: Any) -> APIStatusError:
 def error_from_response(status: int, headers: Mapping[str, str], content: bytes) -> APIStatusError:
     """The typed error for an HTTP error answer, with the server's own message."""
     try:
-        body: Any = json.loads(content)
-    except (ValueError, RecursionError):
+        body: Any = loads(content)
+    except ValueError:
         body = content.decode("utf-8", "replace").strip()[:500]
     message, kind = _error_fields(body)
     request_id = headers.get("x-request-id")
