@@ -71,6 +71,14 @@ def _head(status: bytes = b"200 OK", *headers: bytes, version: bytes = b"HTTP/1.
     return version + b" " + status + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
 
 
+CHUNKED = Head(200, {"transfer-encoding": "chunked"})
+
+
+def _chunked_case(name: str, body: bytes, *events: Any) -> tuple[str, bytes, str, list[Any]]:
+    """A GET whose answer is a chunked 200 with the raw `body`, expected to give `events`."""
+    return (name, _head(b"200 OK", b"Transfer-Encoding: chunked") + body, "GET", [CHUNKED, *events])
+
+
 # (id, raw bytes, request method, expected events: Head, the joined body, End; or ERROR last)
 CASES: list[tuple[str, bytes, str, list[Any]]] = [
     (
@@ -103,17 +111,9 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
         "GET",
         [Head(503, {"content-length": "4", "retry-after": "2"}), b"busy", End(True)],
     ),
-    (
-        "chunked",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), b"hello world", End(True)],
-    ),
-    (
-        "chunked-uppercase-hex-and-padding",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"00A\r\n0123456789\r\n000\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), b"0123456789", End(True)],
+    _chunked_case("chunked", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world", End(True)),
+    _chunked_case(
+        "chunked-uppercase-hex-and-padding", b"00A\r\n0123456789\r\n000\r\n\r\n", b"0123456789", End(True)
     ),
     (
         "chunked-extensions",
@@ -314,72 +314,22 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
     ("negative-content-length", _head(b"200 OK", b"Content-Length: -1"), "GET", [ERROR]),
     ("superscript-content-length", _head(b"200 OK", b"Content-Length: \xb9"), "GET", [ERROR]),
     ("unsupported-content-encoding", _head(b"200 OK", b"Content-Encoding: br"), "GET", [ERROR]),
-    (
-        "bad-chunk-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"zz\r\nhello\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), ERROR],
-    ),
-    (
-        "empty-chunk-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"\r\nhello\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), ERROR],
-    ),
-    (
-        "negative-chunk-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"-1\r\nhello\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), ERROR],
-    ),
-    (
-        "signed-chunk-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"+5\r\nhello\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), ERROR],
-    ),
-    (
-        "0x-chunk-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"0x5\r\nhello\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), ERROR],
-    ),
-    (
-        "underscore-chunk-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"1_0\r\n0123456789abcdef\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), ERROR],
-    ),
-    (
-        "chunk-longer-than-its-size",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"3\r\nhello\r\n0\r\n\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), b"hel", ERROR],
-    ),
+    _chunked_case("bad-chunk-size", b"zz\r\nhello\r\n0\r\n\r\n", ERROR),
+    _chunked_case("empty-chunk-size", b"\r\nhello\r\n0\r\n\r\n", ERROR),
+    _chunked_case("negative-chunk-size", b"-1\r\nhello\r\n0\r\n\r\n", ERROR),
+    _chunked_case("signed-chunk-size", b"+5\r\nhello\r\n0\r\n\r\n", ERROR),
+    _chunked_case("0x-chunk-size", b"0x5\r\nhello\r\n0\r\n\r\n", ERROR),
+    _chunked_case("underscore-chunk-size", b"1_0\r\n0123456789abcdef\r\n0\r\n\r\n", ERROR),
+    _chunked_case("chunk-longer-than-its-size", b"3\r\nhello\r\n0\r\n\r\n", b"hel", ERROR),
     (
         "truncated-content-length-body",
         _head(b"200 OK", b"Content-Length: 10") + b"hello",
         "GET",
         [Head(200, {"content-length": "10"}), b"hello", ERROR],
     ),
-    (
-        "truncated-chunk",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"a\r\nhello",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), b"hello", ERROR],
-    ),
-    (
-        "chunked-without-last-chunk",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), b"hello", ERROR],
-    ),
-    (
-        "chunked-eof-in-trailers",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"2\r\nok\r\n0\r\nX-T: 1\r\n",
-        "GET",
-        [Head(200, {"transfer-encoding": "chunked"}), b"ok", ERROR],
-    ),
+    _chunked_case("truncated-chunk", b"a\r\nhello", b"hello", ERROR),
+    _chunked_case("chunked-without-last-chunk", b"5\r\nhello\r\n", b"hello", ERROR),
+    _chunked_case("chunked-eof-in-trailers", b"2\r\nok\r\n0\r\nX-T: 1\r\n", b"ok", ERROR),
     (
         "over-long-head-unterminated",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (_h1.MAX_HEAD_BYTES + 1),

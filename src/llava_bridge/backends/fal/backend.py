@@ -1,19 +1,13 @@
 """`FalBackend`: LLaVA on fal's queue, run and stream APIs.
 
-The protocol lives in IO-free flows (`_fal_queue`, `_fal_ops`, `_fal_storage`),
-driven by thin sync and async shells (`_fal_drivers`); this module is the class.
+The protocol lives in IO-free flows (queue.py, ops.py, uploads.py) that yield effects,
+driven by the sync and async drivers of the transport seam (`_transport/drivers.py`);
+this module is the class and its handles.
 
-Hosts. fal has four: queue (submit/status/result/cancel), run (sync run and
-`/stream`), rest (storage tokens, upload initiation) and cdn (uploads). Each is a
-constructor argument. `base_url=` (or the env var `LLAVA_FAL_BASE_URL`) points all
-four at one server, such as `llava-bridge serve`, with this layout:
-
-- queue: ``{base}`` -- ``POST /{endpoint}``; ``GET /{owner}/{alias}/requests/{id}``
-  (result), ``.../status``, ``.../status/stream``; ``PUT .../cancel``
-- run: ``{base}{LOCAL_RUN_PREFIX}`` = ``{base}/run`` -- ``POST /{endpoint}``, ``POST /{endpoint}/stream``
-- rest: ``{base}{LOCAL_REST_PREFIX}`` = ``{base}/rest`` -- ``POST /storage/auth/token``,
-  ``POST /storage/upload/initiate``
-- cdn: ``{base}{LOCAL_CDN_PREFIX}`` = ``{base}/cdn`` -- ``POST /files/upload``
+Hosts. fal has four: queue, run, rest and cdn, each a constructor argument. `base_url=`
+(or `LLAVA_FAL_BASE_URL`) points all four at one server, such as `llava-bridge serve`,
+with the layout protocol.py describes (run under ``/run``, rest under ``/rest``, cdn
+under ``/cdn``).
 """
 
 from __future__ import annotations
@@ -112,6 +106,9 @@ INLINE_THRESHOLD = 128 * 1024
 """Images (after resizing) of at most this many bytes go inline as a data URI the first time
 they are sent; an image sent again, or a larger one, is uploaded once to fal storage and
 sent by URL from then on."""
+
+EXPLAINED = (AuthenticationError, PermissionDeniedError, ServerUnreachableError)
+"""Errors `_explain` rewords with where the caller named the server and what to pass."""
 
 QueueCallback = Callable[[FalStatus], Any]
 T = TypeVar("T")
@@ -405,21 +402,21 @@ class FalBackend(Closeable):
     def _run(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
         try:
             return run_sync(flow, self._transport(), on_emit)
-        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+        except EXPLAINED as exc:
             self._explain(exc)
             raise exc from None  # the chain would only repeat the message
 
     def _iterate(self, flow: Flow[Any]) -> Iterator[Any]:
         try:
             yield from iterate_sync(flow, self._transport())
-        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+        except EXPLAINED as exc:
             self._explain(exc)
             raise exc from None  # the chain would only repeat the message
 
     async def _arun(self, flow: Flow[T], on_emit: QueueCallback | None = None) -> T:
         try:
             return await run_async(flow, self._async_transport(), on_emit)
-        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+        except EXPLAINED as exc:
             self._explain(exc)
             raise exc from None  # the chain would only repeat the message
 
@@ -427,7 +424,7 @@ class FalBackend(Closeable):
         try:
             async for value in iterate_async(flow, self._async_transport()):
                 yield value
-        except (AuthenticationError, PermissionDeniedError, ServerUnreachableError) as exc:
+        except EXPLAINED as exc:
             self._explain(exc)
             raise exc from None  # the chain would only repeat the message
 

@@ -1,7 +1,7 @@
 """What `FalBackend` does, as IO-free flows: prepare, queue, run, stream.
 
-Each flow is driven by `_fal_drivers` (sync or async); the backend class only
-picks the flow and the driver.
+Each flow is driven by the transport's sync or async driver (`_transport/drivers.py`);
+the backend class only picks the flow and the driver.
 """
 
 from __future__ import annotations

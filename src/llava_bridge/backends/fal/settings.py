@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from llava_bridge.backends.fal.protocol import (
+    QUEUE_PRIORITY_HEADER,
+    REQUEST_TIMEOUT_HEADER,
+    RUNNER_HINT_HEADER,
+)
+
 if TYPE_CHECKING:
     from llava_bridge.backends.fal.credentials import KeyRule
 
@@ -109,10 +115,10 @@ class FalConfig:
         """Headers for a call that starts work (submit, run, stream): the options too."""
         headers = self.headers(url)
         if self.start_timeout is not None:
-            headers["X-Fal-Request-Timeout"] = f"{self.start_timeout:g}"
+            headers[REQUEST_TIMEOUT_HEADER] = f"{self.start_timeout:g}"
         if self.priority is not None:
-            headers["X-Fal-Queue-Priority"] = self.priority
+            headers[QUEUE_PRIORITY_HEADER] = self.priority
         if self.hint is not None:
-            headers["X-Fal-Runner-Hint"] = self.hint
+            headers[RUNNER_HINT_HEADER] = self.hint
         headers.update(self.extra_headers)
         return headers
