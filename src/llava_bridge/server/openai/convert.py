@@ -11,6 +11,7 @@ the same instructions ChatLlava's structured output uses.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ def check_supported(body: ChatCompletionRequest) -> None:
     if (
         form is not None
         and form.type == "json_schema"
-        and (form.json_schema is None or not form.json_schema.json_schema)
+        and (form.json_schema is None or form.json_schema.json_schema is None)
     ):
         raise OpenAIError(
             400,
@@ -144,7 +145,7 @@ async def to_vision_request(
                 group.create_task(load(image))
     except ExceptionGroup as failures:  # the first failure says what is wrong; the others were cancelled
         raise failures.exceptions[0] from None
-    request = await asyncio.to_thread(
+    build = functools.partial(
         build_request,
         turns,
         max_new_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_NEW_TOKENS,
@@ -152,6 +153,7 @@ async def to_vision_request(
         top_p=body.top_p,
         stop=tuple(body.stop or ()),
     )
+    request = await asyncio.to_thread(build) if len(pending) > 1 else build()  # tiling is image work
     instructions = _json_instructions(body)
     return with_instructions(request, instructions) if instructions else request
 
