@@ -1,4 +1,4 @@
-"""An asyncio HTTP/1.1 connection pool on bare protocols, for the async fal drivers.
+"""An asyncio HTTP/1.1 connection pool on bare protocols, for the async drivers.
 
 One pool belongs to one event loop. Reads wait on a future with a timer, not a task,
 so a call costs a few callbacks rather than a task switch per read.

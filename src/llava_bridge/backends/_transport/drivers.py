@@ -258,7 +258,7 @@ def _abandon_sync(flow: Flow[Any], performer: _SyncPerformer) -> None:
     except (StopIteration, Abandoned):
         pass
     except Exception as exc:  # the interruption matters more than a failed clean-up
-        logger.warning("Clean-up after an interrupted fal call failed: %s", exc)
+        logger.warning("Clean-up after an interrupted call failed: %s", exc)
 
 
 async def _abandon_async(flow: Flow[Any], performer: _AsyncPerformer) -> None:
@@ -271,9 +271,9 @@ async def _abandon_async(flow: Flow[Any], performer: _AsyncPerformer) -> None:
     except (StopIteration, Abandoned):
         pass
     except asyncio.CancelledError:
-        logger.warning("Clean-up after a cancelled fal call was itself cancelled; the job may still run.")
+        logger.warning("Clean-up after a cancelled call was itself cancelled; the job may still run.")
     except Exception as exc:
-        logger.warning("Clean-up after a cancelled fal call failed: %s", exc)
+        logger.warning("Clean-up after a cancelled call failed: %s", exc)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The vocabulary between the IO-free fal flows and their sync/async drivers.
+"""The vocabulary between the IO-free flows (fal, OpenAI-compatible) and their sync/async drivers.
 
 A flow is a generator. It yields an *effect* (an HTTP call to make, a stream to
 open or read, a pause, a value to hand out, CPU work to run) and receives the

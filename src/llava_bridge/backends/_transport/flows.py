@@ -1,4 +1,7 @@
-"""One HTTP call to fal, with the core retry policy, a deadline and typed errors (IO-free)."""
+"""One HTTP call, with the core retry policy, a deadline and typed errors (IO-free).
+
+Shared by the fal and OpenAI-compatible flows; messages name the server by its URL's
+origin, never a particular service."""
 
 from __future__ import annotations
 
@@ -205,8 +208,14 @@ def _next_delay(
         if delay is None:
             return None  # Retry-After asks for longer than we wait
         why = f"HTTP {reply.status_code}"
-    logger.debug("fal %s: %s; retry %d in %.2fs", request.label, why, attempt, delay)
+    logger.debug("%s to %s: %s; retry %d in %.2fs", request.label, _origin(request.url), why, attempt, delay)
     return deadline.bound(delay) or 0.0
+
+
+def _origin(url: str) -> str:
+    """`scheme://host:port` of `url`, without userinfo."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _transport_error(reply: TransportFailure, request: HttpRequest, attempts: int) -> APIConnectionError:
@@ -214,15 +223,15 @@ def _transport_error(reply: TransportFailure, request: HttpRequest, attempts: in
     if request.phase is Phase.SUBMIT and reply.failure is Failure.AFTER_SEND:
         return AmbiguousSubmitError(
             f"The {what} request to {request.url} failed after it was sent ({reply.message}). "
-            "The job may be queued or running on the server and may be billed; it was not re-sent "
-            "so that it does not run twice. Check your fal dashboard or webhook before retrying."
+            f"The job may be queued or running on the server at {_origin(request.url)} (and may be "
+            "billed); it was not re-sent so that it does not run twice. Check the server's dashboard, "
+            "logs or your webhook before retrying."
         )
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     if reply.failure is Failure.NOT_SENT and not reply.timed_out:
-        parts = urlsplit(request.url)
         reason = f"the {what} request failed{tries}: {reply.message}"
         return ServerUnreachableError(
-            f"Cannot reach the server at {parts.scheme}://{parts.netloc.rpartition('@')[2]}: {reason}. "
+            f"Cannot reach the server at {_origin(request.url)}: {reason}. "
             "Check that the server is running and the URL is right.",
             url=request.url,
             reason=reason,

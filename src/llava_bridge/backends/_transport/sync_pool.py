@@ -1,4 +1,4 @@
-"""A blocking HTTP/1.1 connection pool on plain sockets (thread-safe), for the sync fal drivers."""
+"""A blocking HTTP/1.1 connection pool on plain sockets (thread-safe), for the sync drivers."""
 
 from __future__ import annotations
 
