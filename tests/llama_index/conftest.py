@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,34 @@ class InFlightCounter:
 
     def astream(self, request: VisionRequest) -> AsyncIterator[VisionChunk]:
         return self.inner.astream(request)
+
+
+@dataclass
+class ColourServer:
+    """`llava-bridge serve`'s app on 127.0.0.1 in front of a FakeBackend naming the image's colour."""
+
+    url: str
+    backend: FakeBackend
+
+
+@pytest.fixture(scope="module")
+def colour_app() -> Iterator[ColourServer]:
+    """The real server app (fal's queue protocol over HTTP) in a thread; stops with the module."""
+    import uvicorn
+
+    from llava_bridge.server.app import create_app
+    from llava_bridge.server.settings import ServerSettings
+
+    backend = FakeBackend(describe_colour, model_name="fake-colour-llava")
+    app = create_app(backend, ServerSettings(db_path=":memory:"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield ColourServer(f"http://127.0.0.1:{port}", backend)
+    server.should_exit = True
+    thread.join(10)

@@ -10,7 +10,7 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from llama_index.core.schema import ImageNode
 
 from llava_bridge import ConfigurationError, FalBackend, MissingCredentialsError
-from llava_bridge.llama_index import ImageDescriber, LlavaLLM, LlavaToolSpec
+from llava_bridge.llama_index import ImageDescriber, LlavaLLM, LlavaToolSpec, identify_images
 
 from .conftest import colour_png, data_uri
 
@@ -40,7 +40,9 @@ def test_missing_key_is_reported_at_the_first_call_not_before() -> None:
 
 
 async def test_missing_key_stops_the_describer_at_once() -> None:
-    nodes = [ImageNode(image=base64.b64encode(colour_png(name)).decode()) for name in ("red", "navy", "lime")]
+    nodes = identify_images(
+        [ImageNode(image=base64.b64encode(colour_png(name)).decode()) for name in ("red", "navy", "lime")]
+    )
     with pytest.raises(MissingCredentialsError):
         ImageDescriber(on_error="keep")(nodes)
     with pytest.raises(MissingCredentialsError):

@@ -24,7 +24,7 @@ from llava_bridge import (
     InvalidImageError,
     MissingCredentialsError,
 )
-from llava_bridge.llama_index import ImageDescriber, ImageDescriptionError
+from llava_bridge.llama_index import ImageDescriber, ImageDescriptionError, identify_images
 
 from .conftest import PALETTE, InFlightCounter, PicklableFake, colour_png, describe_colour
 
@@ -158,7 +158,7 @@ def test_pickles_with_its_backend_and_settings() -> None:
     clone = pickle.loads(pickle.dumps(describer))
     assert isinstance(clone.backend, PicklableFake)
     assert (clone.prompt, clone.num_workers) == ("Colour?", 2)
-    [node] = clone([ImageNode(image=base64.b64encode(colour_png("teal")).decode())])
+    [node] = clone(identify_images([ImageNode(image=base64.b64encode(colour_png("teal")).decode())]))
     assert node.get_content() == "A picture dominated by the colour teal."
 
 
@@ -187,7 +187,7 @@ def test_text_output_appends_to_existing_text(red_path: Path) -> None:
 
 
 def test_not_in_place_leaves_the_input_alone(red_png: bytes) -> None:
-    node = ImageNode(image=base64.b64encode(red_png).decode())
+    node = ImageNode(image=base64.b64encode(red_png).decode(), metadata={"image_id": "red"})
     [out] = ImageDescriber(backend=FakeBackend(describe_colour), in_place=False)([node])
     assert node.get_content() == "" and out.get_content().endswith("red.")
 
@@ -195,12 +195,14 @@ def test_not_in_place_leaves_the_input_alone(red_png: bytes) -> None:
 def _mixed(tmp_path: Path) -> list[BaseNode]:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    return [
-        ImageNode(image=base64.b64encode(colour_png("navy")).decode(), id_="good-1"),
-        ImageNode(image_path=str(broken), id_="bad-1"),
-        TextNode(text="", metadata={"image_path": str(tmp_path / "missing.png")}, id_="bad-2"),
-        ImageNode(image=base64.b64encode(colour_png("lime")).decode(), id_="good-2"),
-    ]
+    return identify_images(
+        [
+            ImageNode(image=base64.b64encode(colour_png("navy")).decode(), id_="good-1"),
+            ImageNode(image_path=str(broken), id_="bad-1"),
+            TextNode(text="", metadata={"image_path": str(tmp_path / "missing.png")}, id_="bad-2"),
+            ImageNode(image=base64.b64encode(colour_png("lime")).decode(), id_="good-2"),
+        ]
+    )
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])

@@ -1,6 +1,6 @@
 """LlamaIndex integration: `LlavaLLM`, `LlavaToolSpec` and `ImageDescriber`.
 
-Needs the `llama-index` extra: ``pip install "llava-bridge[llama-index]"``.
+Needs the `llama-index` extra; from a clone of the repository: ``pip install -e ".[llama-index]"``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from llava_bridge.llama_index.describer import (  # noqa: E402 (the extra is che
     ImageDescriber,
     ImageDescriptionError,
     NodeFailure,
+    UnidentifiedImageError,
 )
 from llava_bridge.llama_index.llm import LlavaLLM  # noqa: E402 (the extra is checked first)
 from llava_bridge.llama_index.messages import MultiImagePolicy  # noqa: E402 (the extra is checked first)
+from llava_bridge.llama_index.node_identity import identify_images  # noqa: E402 (the extra is checked first)
 from llava_bridge.llama_index.tools import DEFAULT_DESCRIBE_PROMPT, LlavaToolSpec  # noqa: E402 (the extra is checked first)
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "LlavaToolSpec",
     "MultiImagePolicy",
     "NodeFailure",
+    "UnidentifiedImageError",
+    "identify_images",
 ]

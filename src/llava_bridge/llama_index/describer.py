@@ -10,7 +10,9 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ImageBlock, MessageRole, TextBlock
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.llm import LLM
 from llama_index.core.schema import BaseNode, MetadataMode, TransformComponent
 from pydantic import SecretStr
 from tqdm.auto import tqdm
@@ -27,9 +29,21 @@ from llava_bridge.llama_index._backend import (
     restore_with_backend,
 )
 from llava_bridge.llama_index.images import image_from_node, node_has_image
+from llava_bridge.llama_index.node_identity import (
+    IMAGE_SHA256_KEY,
+    is_identified,
+    looks_binary,
+    set_hidden_metadata,
+)
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest
 
-__all__ = ["DEFAULT_IMAGE_PROMPT", "ImageDescriber", "ImageDescriptionError", "NodeFailure"]
+__all__ = [
+    "DEFAULT_IMAGE_PROMPT",
+    "ImageDescriber",
+    "ImageDescriptionError",
+    "NodeFailure",
+    "UnidentifiedImageError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +83,30 @@ class ImageDescriptionError(LlavaError):
         self.failures = tuple(failures)
 
 
-Outcome = str | NodeFailure
+class UnidentifiedImageError(ConfigurationError):
+    """Image nodes whose text and metadata do not name their image (see `identify_images`)."""
+
+    def __init__(self, node_ids: Sequence[str]) -> None:
+        shown = ", ".join(node_ids[:3]) + (f" and {len(node_ids) - 3} more" if len(node_ids) > 3 else "")
+        super().__init__(
+            f"{len(node_ids)} image node(s) ({shown}) hold an image that neither their text nor their "
+            "metadata names, so an IngestionCache (which keys on text and metadata) could give them "
+            "another image's description. Run llava_bridge.llama_index.identify_images(nodes) first "
+            "(it writes metadata['image_sha256']), or put a file_path, file_name or image_id in "
+            "each node's metadata."
+        )
+        self.node_ids = tuple(node_ids)
+
+
+@dataclass(frozen=True)
+class Described:
+    """One node's description and the sha256 of the image described."""
+
+    text: str
+    image_sha256: str
+
+
+Outcome = Described | NodeFailure
 
 
 class ImageDescriber(TransformComponent):
@@ -77,9 +114,16 @@ class ImageDescriber(TransformComponent):
 
     Takes `ImageNode`s, `ImageDocument`s (and `Node`s with an `image_resource`), and
     nodes whose metadata holds an image path or URL under `image_metadata_keys`;
-    other nodes pass through unchanged. The description goes into the node text
-    (after any text already there) or, with `output="metadata"`, into
-    `metadata[metadata_key]`.
+    `SimpleDirectoryReader` Documents of image files (whose text is the file's raw
+    bytes) are read from their `file_path`; other nodes pass through unchanged, with a
+    warning for those whose text is binary. The description goes into the node text
+    (after any text already there; binary text is dropped) or, with
+    `output="metadata"`, into `metadata[metadata_key]`; the image's sha256 goes into
+    `metadata["image_sha256"]`.
+
+    Requests go to `backend=` (default: fal, as in `LlavaLLM`), or to `llm=`: a
+    configured `LlavaLLM`, or any LlamaIndex LLM that takes `ImageBlock`s, whose own
+    settings (model, max tokens, ...) then apply.
 
     Up to `num_workers` requests run at once, inside this component (threads when
     called synchronously, tasks when awaited): do not use the pipeline's own
@@ -89,8 +133,10 @@ class ImageDescriber(TransformComponent):
 
     The pipeline cache key holds the settings that change the output (prompt,
     output, model, ...), not the backend object nor `num_workers`, `show_progress`
-    or `in_place`. Note that LlamaIndex keys the cache on node text and metadata,
-    not image bytes: keep each image's identity (e.g. `file_path`) in its metadata.
+    or `in_place`. LlamaIndex keys the cache on node text and metadata, not image
+    bytes, so a node whose text and metadata do not name its image (no `file_path`,
+    `file_name`, `image_id`, `image_sha256`, ...) is refused with
+    `UnidentifiedImageError` before any request: run `identify_images(nodes)` first.
     """
 
     prompt: str = Field(
@@ -104,18 +150,23 @@ class ImageDescriber(TransformComponent):
     )
     max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    model_name: str = Field(default="", description="The backend's model (set from the backend).")
+    model_name: str = Field(default="", description="The backend's or LLM's model (set from it).")
+    llm_settings: dict[str, Any] = Field(
+        default_factory=dict, description="The settings of the llm= given (part of the cache key)."
+    )
     on_error: Literal["raise", "skip", "keep"] = Field(default="raise")
     num_workers: int = Field(default=4, ge=1, exclude=True, description="Requests at once.")
     show_progress: bool = Field(default=False, exclude=True)
     in_place: bool = Field(default=True, exclude=True, description="Write into the given nodes.")
 
-    _backend: Backend = PrivateAttr()
+    _backend: Backend | None = PrivateAttr(default=None)
+    _llm: LLM | None = PrivateAttr(default=None)
 
     def __init__(
         self,
         backend: Backend | None = None,
         *,
+        llm: LLM | None = None,
         model: str | None = None,
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
@@ -123,6 +174,13 @@ class ImageDescriber(TransformComponent):
         max_retries: int | None = None,
         **fields: Any,
     ) -> None:
+        if llm is not None:
+            _check_llm(llm, backend, model, api_key, base_url, timeout, max_retries, fields)
+            fields["model_name"] = llm.metadata.model_name
+            fields["llm_settings"] = llm.to_dict()
+            super().__init__(**fields)
+            self._llm = llm
+            return
         chosen = resolve_backend(
             backend,
             model=model,
@@ -132,6 +190,7 @@ class ImageDescriber(TransformComponent):
             max_retries=max_retries,
         )
         fields["model_name"] = chosen.model_name
+        fields.pop("llm_settings", None)
         super().__init__(**fields)
         self._backend = chosen
 
@@ -140,14 +199,21 @@ class ImageDescriber(TransformComponent):
         return "LlavaImageDescriber"
 
     @property
-    def backend(self) -> Backend:
-        return self._backend
+    def backend(self) -> Backend | None:
+        """The backend that answers (a `LlavaLLM`'s own with llm=; None for another LLM)."""
+        backend = getattr(self._llm, "backend", None)
+        return backend if isinstance(backend, Backend) else self._backend
+
+    @property
+    def llm(self) -> LLM | None:
+        """The LLM given as llm=, if any."""
+        return self._llm
 
     # -- sync: a bounded thread pool ------------------------------------------------------
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
         nodes = self._own(nodes)
-        jobs = [index for index, node in enumerate(nodes) if self._has_image(node)]
+        jobs = self._jobs(nodes)
         outcomes: dict[int, Outcome] = {}
         with self._progress(len(jobs)) as bar:
             if self.num_workers == 1 or len(jobs) <= 1:
@@ -178,19 +244,23 @@ class ImageDescriber(TransformComponent):
                     advance(1)
         return outcomes
 
-    def _describe(self, node: BaseNode) -> str:
-        return self._backend.generate(self._request(self._image(node))).text.strip()
+    def _describe(self, node: BaseNode) -> Described:
+        image = self._image(node)
+        if self._llm is not None:
+            return Described(_answer(self._llm.chat(self._messages(image))), image.sha256)
+        assert self._backend is not None
+        return Described(self._backend.generate(self._request(image)).text.strip(), image.sha256)
 
     # -- async: bounded tasks -----------------------------------------------------------
 
     async def acall(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
-        nodes = self._own(nodes)
-        jobs = [index for index, node in enumerate(nodes) if self._has_image(node)]
+        owned = await asyncio.to_thread(self._own, nodes)
+        jobs = await asyncio.to_thread(self._jobs, owned)
         semaphore = asyncio.Semaphore(self.num_workers)
 
         async def job(index: int) -> tuple[int, Outcome]:
             async with semaphore:
-                return index, await _aoutcome(self._adescribe, nodes[index])
+                return index, await _aoutcome(self._adescribe, owned[index])
 
         outcomes: dict[int, Outcome] = {}
         tasks = [asyncio.ensure_future(job(index)) for index in jobs]
@@ -204,20 +274,55 @@ class ImageDescriber(TransformComponent):
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        return self._apply(nodes, outcomes)
+        return self._apply(owned, outcomes)
 
-    async def _adescribe(self, node: BaseNode) -> str:
-        # Reading a path or decoding bytes happens off the event loop; URLs are not fetched.
-        image = await asyncio.to_thread(self._image, node)
-        return (await self._backend.agenerate(self._request(image))).text.strip()
+    async def _adescribe(self, node: BaseNode) -> Described:
+        # Reading, decoding, hashing and block-building run off the event loop; URLs are not fetched.
+        image, messages = await asyncio.to_thread(self._prepare, node)
+        if self._llm is not None:
+            return Described(_answer(await self._llm.achat(messages)), image.sha256)
+        assert self._backend is not None
+        return Described((await self._backend.agenerate(self._request(image))).text.strip(), image.sha256)
+
+    def _prepare(self, node: BaseNode) -> tuple[ImageInput, list[ChatMessage]]:
+        """The node's image (hashed) and, for llm=, the message that asks about it."""
+        image = self._image(node)
+        _ = image.sha256
+        return image, (self._messages(image) if self._llm is not None else [])
 
     # -- the IO-free parts ----------------------------------------------------------------
 
     def _own(self, nodes: Sequence[BaseNode]) -> list[BaseNode]:
         return list(nodes) if self.in_place else copy.deepcopy(list(nodes))
 
+    def _jobs(self, nodes: Sequence[BaseNode]) -> list[int]:
+        """The indexes of image nodes; refuses unnamed images, warns about binary text."""
+        jobs = [index for index, node in enumerate(nodes) if self._has_image(node)]
+        unnamed = [nodes[i].node_id for i in jobs if not is_identified(nodes[i], self.image_metadata_keys)]
+        if unnamed:
+            raise UnidentifiedImageError(unnamed)
+        images = set(jobs)
+        binary = [node for i, node in enumerate(nodes) if i not in images and looks_binary(_text(node))]
+        if binary:
+            names = ", ".join(str(n.metadata.get("file_name") or n.node_id) for n in binary[:3])
+            logger.warning(
+                "%d node(s) (%s) have binary text that is not an image this step can read; they pass "
+                "through unchanged and would be embedded as noise. Remove them before indexing.",
+                len(binary),
+                names,
+            )
+        return jobs
+
     def _has_image(self, node: BaseNode) -> bool:
         return node_has_image(node, self.image_metadata_keys)
+
+    def _messages(self, image: ImageInput) -> list[ChatMessage]:
+        block = (
+            ImageBlock(url=image.url)
+            if image.url is not None
+            else ImageBlock(image=image.data, image_mimetype=image.mime_type)
+        )
+        return [ChatMessage(role=MessageRole.USER, blocks=[block, TextBlock(text=self.prompt)])]
 
     def _image(self, node: BaseNode) -> ImageInput:
         return image_from_node(node, self.image_metadata_keys)
@@ -253,24 +358,59 @@ class ImageDescriber(TransformComponent):
                 self._write(nodes[index], outcome)
         return [node for index, node in enumerate(nodes) if index not in dropped]
 
-    def _write(self, node: BaseNode, description: str) -> None:
+    def _write(self, node: BaseNode, described: Described) -> None:
+        set_hidden_metadata(node, IMAGE_SHA256_KEY, described.image_sha256)
+        existing = _text(node).strip()
+        if looks_binary(existing):  # a reader's raw file bytes, not text
+            existing = ""
+            node.set_content("")
         if self.output == "metadata":
-            node.metadata[self.metadata_key] = description
+            node.metadata[self.metadata_key] = described.text
             return
-        existing = node.get_content(metadata_mode=MetadataMode.NONE).strip()
-        node.set_content(f"{existing}\n\n{description}" if existing else description)
+        node.set_content(f"{existing}\n\n{described.text}" if existing else described.text)
 
     # -- pickling keeps the backend (BaseComponent would silently drop it) ----------------
 
     def __getstate__(self) -> dict[Any, Any]:
-        ensure_picklable(self._backend, "ImageDescriber", _PICKLE_ADVICE)
+        if self._llm is not None:
+            ensure_picklable(self._llm, "ImageDescriber", _PICKLE_ADVICE)  # type: ignore[arg-type]
+        else:
+            assert self._backend is not None
+            ensure_picklable(self._backend, "ImageDescriber", _PICKLE_ADVICE)
         return super().__getstate__()
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        restore_with_backend(self, state)
+        llm = (state.get("__pydantic_private__") or {}).get("_llm")
+        if llm is not None:
+            self.__init__(llm=llm, **state["__dict__"])  # type: ignore[misc]
+        else:
+            restore_with_backend(self, state)
 
 
-def _outcome(describe: Callable[[BaseNode], str], node: BaseNode) -> Outcome:
+def _check_llm(llm: LLM, backend: Backend | None, *settings: Any) -> None:
+    """llm= replaces the backend and its settings: giving both is an error."""
+    *fal_settings, fields = settings
+    given = [name for name in ("max_new_tokens", "temperature") if name in fields]
+    if backend is not None or any(v is not None and v is not DEFAULT_TIMEOUT for v in fal_settings):
+        given.insert(0, "backend=/fal settings")
+    if given:
+        raise ConfigurationError(
+            f"llm= brings its own model and settings, so {', '.join(given)} cannot be given with it; "
+            "configure the LLM instead (e.g. LlavaLLM(max_new_tokens=..., timeout=...))."
+        )
+    if not isinstance(llm, LLM):
+        raise ConfigurationError(f"llm= must be a LlamaIndex LLM (e.g. LlavaLLM), not {type(llm).__name__}.")
+
+
+def _answer(response: ChatResponse) -> str:
+    return (response.message.content or "").strip()
+
+
+def _text(node: BaseNode) -> str:
+    return node.get_content(metadata_mode=MetadataMode.NONE)
+
+
+def _outcome(describe: Callable[[BaseNode], Described], node: BaseNode) -> Outcome:
     try:
         return describe(node)
     except _FATAL:
@@ -281,8 +421,8 @@ def _outcome(describe: Callable[[BaseNode], str], node: BaseNode) -> Outcome:
 
 async def _aoutcome(describe: Callable[[BaseNode], Any], node: BaseNode) -> Outcome:
     try:
-        description: str = await describe(node)
-        return description
+        described: Described = await describe(node)
+        return described
     except _FATAL:
         raise
     except LlavaError as error:

@@ -13,16 +13,26 @@ import re
 from collections.abc import Sequence
 from io import IOBase
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import filetype  # type: ignore[import-untyped]
 from llama_index.core.base.llms.types import ImageBlock
 from llama_index.core.schema import BaseNode, ImageNode, MediaResource
 
+from llava_bridge.defaults import IMAGE_SUFFIXES
 from llava_bridge.errors import InvalidImageError
 from llava_bridge.images import ImageInput, sniff_mime_type
 
-__all__ = ["block_from_node", "image_from_block", "image_from_node", "node_has_image"]
+__all__ = [
+    "ImageSourceKind",
+    "block_from_node",
+    "image_from_block",
+    "image_from_node",
+    "node_has_image",
+    "node_image_source",
+    "stored_bytes",
+]
+
+ImageSourceKind = Literal["data", "path", "url"]
 
 _WHITESPACE = re.compile(rb"\s+")
 
@@ -30,18 +40,13 @@ _WHITESPACE = re.compile(rb"\s+")
 def image_from_block(block: ImageBlock) -> ImageInput:
     """The image an `ImageBlock` holds: bytes or a buffer, a path, or a URL (in that order).
 
-    A declared `image_mimetype` must match the bytes. For a path, a type LlamaIndex
-    guessed from the file suffix is not held against the file's real type.
+    The bytes decide the type: an `image_mimetype` that disagrees (LlamaIndex
+    guesses one from a file suffix) is ignored.
     """
-    declared = block.image_mimetype
     if block.image is not None:
-        return ImageInput.from_bytes(_stored_bytes(_read_image_field(block.image)), declared)
+        return ImageInput.from_bytes(stored_bytes(_read_image_field(block.image)), block.image_mimetype)
     if block.path is not None:
-        path = Path(block.path)
-        image = ImageInput.from_path(path)
-        if declared and declared != _suffix_mime(path):
-            return ImageInput(data=image.data, mime_type=declared, source=image.source)
-        return image
+        return ImageInput.from_path(Path(block.path))
     if block.url is not None:
         return ImageInput.from_url(str(block.url))
     raise InvalidImageError("The ImageBlock holds no image; set url=, path= or image= (bytes).")
@@ -49,13 +54,13 @@ def image_from_block(block: ImageBlock) -> ImageInput:
 
 def node_has_image(node: BaseNode, metadata_keys: Sequence[str] = ()) -> bool:
     """Whether `node` carries an image `image_from_node` can use."""
-    return _node_source(node, metadata_keys) is not None
+    return node_image_source(node, metadata_keys) is not None
 
 
 def image_from_node(node: BaseNode, metadata_keys: Sequence[str] = ()) -> ImageInput:
     """The image of an `ImageNode`, an `ImageDocument`/`Node` with `image_resource`, or a
     node whose metadata names an image path or URL under one of `metadata_keys`."""
-    source = _node_source(node, metadata_keys)
+    source = node_image_source(node, metadata_keys)
     if source is None:
         raise InvalidImageError(
             f"Node {node.node_id} carries no image; "
@@ -63,7 +68,7 @@ def image_from_node(node: BaseNode, metadata_keys: Sequence[str] = ()) -> ImageI
         )
     kind, value, mime = source
     if kind == "data":
-        return ImageInput.from_bytes(_stored_bytes(value), mime)
+        return ImageInput.from_bytes(stored_bytes(value), mime)
     if kind == "path":
         return ImageInput.from_path(Path(value))
     return ImageInput.from_url(value)
@@ -73,7 +78,7 @@ def block_from_node(node: BaseNode | ImageBlock) -> ImageBlock:
     """An `ImageBlock` for an image node (the legacy `image_documents=` call style)."""
     if isinstance(node, ImageBlock):
         return node
-    source = _node_source(node, ())
+    source = node_image_source(node, ())
     if source is None:
         raise InvalidImageError(
             f"image_documents holds a {type(node).__name__} without an image; "
@@ -90,8 +95,14 @@ def block_from_node(node: BaseNode | ImageBlock) -> ImageBlock:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _node_source(node: Any, metadata_keys: Sequence[str]) -> tuple[str, Any, str | None] | None:
-    """("data" | "path" | "url", value, mimetype) for the node's image, or None."""
+def node_image_source(
+    node: Any, metadata_keys: Sequence[str]
+) -> tuple[ImageSourceKind, Any, str | None] | None:
+    """("data" | "path" | "url", value, mimetype) for the node's image, or None.
+
+    A `SimpleDirectoryReader` Document of an image file (its text is the raw bytes)
+    is read from its `file_path`.
+    """
     if isinstance(node, ImageNode):
         if node.image:
             return "data", node.image.encode("ascii"), node.image_mimetype
@@ -108,6 +119,8 @@ def _node_source(node: Any, metadata_keys: Sequence[str]) -> tuple[str, Any, str
         if resource.url:
             return "url", str(resource.url), resource.mimetype
     metadata = getattr(node, "metadata", None) or {}
+    if is_image_file(metadata):
+        return "path", str(metadata["file_path"]), None
     for key in metadata_keys:
         value = metadata.get(key)
         if isinstance(value, (str, Path)) and str(value).strip():
@@ -115,6 +128,17 @@ def _node_source(node: Any, metadata_keys: Sequence[str]) -> tuple[str, Any, str
             is_url = re.match(r"^(https?|data):", text, re.IGNORECASE) is not None
             return ("url" if is_url else "path"), text, None
     return None
+
+
+def is_image_file(metadata: dict[str, Any]) -> bool:
+    """Whether reader metadata (`file_path`, `file_type`) describes an image file we can read."""
+    path = metadata.get("file_path")
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        return False
+    file_type = str(metadata.get("file_type") or "")
+    if file_type == "image/svg+xml":
+        return False
+    return file_type.startswith("image/") or Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _read_image_field(image: bytes | IOBase) -> bytes:
@@ -130,7 +154,7 @@ def _read_image_field(image: bytes | IOBase) -> bytes:
     return data
 
 
-def _stored_bytes(data: bytes) -> bytes:
+def stored_bytes(data: bytes) -> bytes:
     """Raw image bytes from what LlamaIndex stores: base64 (usually) or raw bytes."""
     if sniff_mime_type(data) is not None:
         return data
@@ -138,10 +162,3 @@ def _stored_bytes(data: bytes) -> bytes:
         return base64.b64decode(_WHITESPACE.sub(b"", data), validate=True)
     except (binascii.Error, ValueError):
         return data  # not base64: ImageInput says what the bytes look like
-
-
-def _suffix_mime(path: Path) -> str | None:
-    """The type LlamaIndex guesses from a file suffix (as `ImageBlock` does)."""
-    kind = filetype.get_type(ext=path.suffix.lstrip(".")) if path.suffix else None
-    mime = getattr(kind, "mime", None)
-    return mime if isinstance(mime, str) else None
