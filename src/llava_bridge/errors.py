@@ -13,8 +13,9 @@ The tree::
     ├── APIConnectionError            the server could not be reached or the connection broke
     │   ├── APITimeoutError           an HTTP read/connect timed out
     │   ├── ServerUnreachableError    no connection could be made (refused, unknown host); .url
+    │   ├── ResponseTooLargeError     the answer broke a client limit (body size, SSE line length)
     │   └── AmbiguousSubmitError      a submit failed after it was sent: the job may be queued
-    ├── DeadlineExceededError         the caller's client_timeout ran out (the job was cancelled)
+    ├── DeadlineExceededError         the caller's timeout= ran out (the job was cancelled)
     ├── JobFailedError                the job completed with an error (fal's COMPLETED + error)
     ├── ImageDescriptionError         (llava_bridge.llama_index) images of a batch failed; .failures
     └── APIStatusError                the server answered with an HTTP error status
@@ -168,7 +169,7 @@ class ResponseTooLargeError(APIConnectionError):
 
 
 class DeadlineExceededError(LlavaError, TimeoutError):
-    """The caller's client_timeout ran out; the job was cancelled on the server."""
+    """The caller's whole-call `timeout=` ran out; the job was cancelled on the server."""
 
     def __init__(self, message: str, *, timeout: float, request_id: str | None) -> None:
         super().__init__(message)

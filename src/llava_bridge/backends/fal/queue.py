@@ -71,7 +71,7 @@ __all__ = [
 logger = logging.getLogger("llava_bridge.fal")
 
 CANCEL_TIMEOUT = 5.0
-"""Seconds the cancel sent on a client_timeout may take."""
+"""Seconds the cancel sent after a timeout= or an interruption may take."""
 _REQUEST_ID = re.compile(r"^[\w.-]{1,200}$")
 
 
