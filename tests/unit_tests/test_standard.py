@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+import pytest
 from langchain_tests.unit_tests import ChatModelUnitTests, ToolsUnitTests
 
 from llava_bridge import FakeBackend
 from llava_bridge.langchain import ChatLlava, LlavaImageTool
+
+# The module, not the function langchain_core.load re-exports under the same name.
+lc_load = importlib.import_module("langchain_core.load.load")
+
+
+@pytest.fixture(autouse=True)
+def _chat_llava_in_the_load_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the standard test_serdes revive ChatLlava as it is written.
+
+    It loads with `allowed_objects="all"`, which admits only the classes in langchain-core's
+    own mapping (its partner packages); users of a package outside it name the class,
+    `load(data, valid_namespaces=["llava_bridge"], allowed_objects=[ChatLlava])`, as
+    tests/unit_tests/test_chat_settings.py does.
+    """
+    path = ("llava_bridge", "langchain", "chat_models", "ChatLlava")
+    monkeypatch.setitem(lc_load.ALL_SERIALIZABLE_MAPPINGS, path, path)
+    monkeypatch.setattr(lc_load, "_default_class_paths_cache", {})
 
 
 class TestChatLlavaUnit(ChatModelUnitTests):

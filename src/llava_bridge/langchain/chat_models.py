@@ -11,15 +11,27 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
+from langchain_core.load.serializable import SerializedConstructor, SerializedNotImplemented
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from llava_bridge._version import __version__
 from llava_bridge.backends.base import Backend
 from llava_bridge.defaults import DEFAULT_ENDPOINT
+from llava_bridge.langchain import settings
 from llava_bridge.langchain._backend import check_backend, lazy_backend, provider_name
 from llava_bridge.langchain.errors import translated_errors
 from llava_bridge.langchain.messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
@@ -82,20 +94,27 @@ class ChatLlava(BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
-    """fal endpoint id or model name; defaults to the backend's own model when `backend` is given."""
+    model: str = Field(default=DEFAULT_MODEL, validation_alias=AliasChoices("model", "model_name"))
+    """fal endpoint id or model name (also `model_name=`); the backend's own model when `backend` is given."""
     max_tokens: int = Field(
-        default=DEFAULT_MAX_NEW_TOKENS, alias="max_new_tokens", ge=1, le=MAX_NEW_TOKENS_LIMIT
+        default=DEFAULT_MAX_NEW_TOKENS,
+        validation_alias=AliasChoices("max_tokens", "max_new_tokens"),
+        ge=1,
+        le=MAX_NEW_TOKENS_LIMIT,
     )
-    """Most tokens to generate."""
+    """Most tokens to generate (also `max_new_tokens=`)."""
     temperature: float | None = None
+    """Sampling temperature, 0 to 2 (None: the endpoint's default)."""
     top_p: float | None = None
-    stop: list[str] | None = None
-    """Stop sequences, applied on the client: the answer is cut before the first one."""
-    timeout: float | None = None
-    """Seconds the backend may take for one request (None: the backend's default)."""
+    """Nucleus sampling, above 0 and at most 1 (None: the endpoint's default)."""
+    stop: list[str] | None = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
+    """Stop sequences (also `stop_sequences=`), applied on the client: the answer is cut before the first."""
+    timeout: float | None = Field(default=None, validation_alias=AliasChoices("timeout", "request_timeout"))
+    """Whole-call deadline in seconds of the default FalBackend (also `request_timeout=`); the job is
+    cancelled when it runs out. Defaults to `DEFAULT_ADAPTER_TIMEOUT_S` (120 s); `None`: no limit."""
     max_retries: int | None = None
-    """Retries of transient failures (None: the backend's default)."""
+    """Retries of transient failures by the default FalBackend (None: its default). Set 0 when you
+    wrap the model in `with_retry()` or `ModelRetryMiddleware`, so attempts do not multiply."""
     api_key: SecretStr | None = None
     """fal key; when None the default FalBackend uses FAL_KEY, for fal and LLAVA_FAL_BASE_URL only."""
     base_url: str | None = None
@@ -112,6 +131,26 @@ class ChatLlava(BaseChatModel):
     _default_backend: Backend | None = PrivateAttr(default=None)
     _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    def __init__(self, **kwargs: Any) -> None:
+        """Build from keyword settings; unknown or conflicting ones raise `ConfigurationError`."""
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            if (error := settings.llava_error_inside(exc)) is not None:
+                raise error from None
+            raise
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = settings.accepted_names(cls)
+        settings.check_unknown(cls.__name__, data, names)
+        settings.check_backend_conflicts(cls.__name__, data, names)
+        settings.check_sampling(data, names)
+        return settings.default_deadline(data, names)
+
     @field_validator("backend")
     @classmethod
     def _check_backend(cls, value: Any) -> Any:
@@ -123,6 +162,18 @@ class ChatLlava(BaseChatModel):
             self.model = self.backend.model_name
         return self
 
+    @model_validator(mode="after")
+    def _set_llava_bridge_version(self) -> ChatLlava:
+        add_version = getattr(self, "_add_version", None)  # langchain-core >= 1.3
+        if add_version is not None:
+            add_version("llava-bridge", __version__)
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model (fal endpoint id or the backend's model), as partner chat models name it."""
+        return self.model
+
     # -- identity ------------------------------------------------------------------
 
     @property
@@ -132,6 +183,26 @@ class ChatLlava(BaseChatModel):
     @property
     def lc_secrets(self) -> dict[str, str]:
         return {"api_key": "FAL_KEY"}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """True: `dumpd`/`load` round-trip the settings; the key is written as a reference to FAL_KEY."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["llava_bridge", "langchain", "chat_models"]
+
+    @property
+    def lc_attributes(self) -> dict[str, Any]:
+        # An explicit timeout=None (no deadline) must survive a round trip, not become the default.
+        return {"timeout": None} if self.timeout is None else {}
+
+    def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
+        """The settings as LangChain's serialized form; a model with `backend=` cannot be revived."""
+        if self.backend is not None:
+            return self.to_json_not_implemented()
+        return super().to_json()
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -169,7 +240,7 @@ class ChatLlava(BaseChatModel):
             video_inputs=False,
             text_outputs=True,
             tool_calling=False,
-            structured_output=False,
+            structured_output=True,
         )
 
     # -- building a request ----------------------------------------------------------
