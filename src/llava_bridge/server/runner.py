@@ -3,20 +3,23 @@
 `concurrency` workers each claim the oldest queued job and await
 `backend.agenerate`, so up to `concurrency` jobs reach the backend at once and a
 batching backend can batch them. Synchronous runs and streams share the same
-slots. Cancelling a running job cancels its task; stopping the server puts
-running jobs back in the queue. A purge task deletes old results and files.
+slots. Idle workers sleep until a submit wakes one (no polling). Every change of a
+job (claimed, a log line, completed, cancelled) is announced on `changes`, which
+wakes the status streams waiting on it. Cancelling a running job cancels its task;
+stopping the server puts running jobs back in the queue. A purge task deletes old
+results and files.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from llava_bridge.backends.base import Backend
+from llava_bridge.server.changes import JobChanges
 from llava_bridge.server.images.loader import ImageResolver
 from llava_bridge.server.inputs import LlavaInput, error_answer, output_body, to_vision_request
 from llava_bridge.server.jobs.protocol import CANCELLED_BODY, CANCELLED_STATUS, CancelOutcome, Job, JobStore
@@ -46,7 +49,8 @@ class JobRunner:
         self.resolver = resolver
         self.settings = settings
         self.slots = asyncio.Semaphore(settings.concurrency)
-        self._wakeup = asyncio.Event()
+        self.changes = JobChanges()
+        self._submits: asyncio.Queue[None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[tuple[int, Any, float | None]]] = {}
         self._running_ids: tuple[str, ...] = ()
@@ -58,6 +62,7 @@ class JobRunner:
 
     async def start(self) -> None:
         """Re-queue jobs a previous process left running, then start workers and the purger."""
+        self.changes.bind(asyncio.get_running_loop())
         requeued = await self.store.requeue_interrupted(now=time.time())
         if requeued:
             logger.warning("Re-queued %d job(s) that were running when the server last stopped.", requeued)
@@ -83,21 +88,21 @@ class JobRunner:
             self._restore_level = None
 
     def wake(self) -> None:
-        """A job was queued: wake idle workers."""
-        self._wakeup.set()
+        """A job was queued: wake one idle worker."""
+        self._submits.put_nowait(None)
 
     # -- queue workers -----------------------------------------------------------------
 
     async def _work(self) -> None:
         while True:
             async with self.slots:
-                self._wakeup.clear()
                 job = await self.store.claim(now=time.time())
                 if job is not None:
+                    self.changes.job_changed(job.id)
+                    self.changes.queue_moved()
                     await self._run_claimed(job)
                     continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+            await self._submits.get()  # one token per submit: at most one empty claim per job
 
     async def _run_claimed(self, job: Job) -> None:
         if job.start_deadline is not None and time.time() > job.start_deadline:
@@ -114,6 +119,7 @@ class JobRunner:
             task.cancel()
             await asyncio.wait({task})
             await self.store.requeue(job.id)
+            self.changes.job_changed(job.id)
             raise
         finally:
             self._running.pop(job.id, None)
@@ -149,6 +155,7 @@ class JobRunner:
         await self.store.complete(
             job_id, status=status, body=body, now=time.time(), inference_time=inference_time
         )
+        self.changes.job_changed(job_id, completed=True)
 
     # -- shared with synchronous runs ----------------------------------------------------
 
@@ -197,14 +204,21 @@ class JobRunner:
                 task.cancel()
             else:
                 self._cancel_pending.add(job_id)
+        self.changes.job_changed(job_id, completed=outcome == "OK")
+        if outcome == "OK":
+            self.changes.queue_moved()
         return outcome
 
     def _log(self, job_id: str, level: str, message: str) -> None:
         self._sink_logs((job_id,), level, message)
 
     def _sink_logs(self, job_ids: Sequence[str], level: str, message: str) -> None:
-        """Store log lines; callable from any thread, in order with later job updates."""
+        """Store log lines; callable from any thread, in order with later job updates.
+
+        Watchers are woken after the line is handed to the store, so their next read sees it.
+        """
         self.store.append_logs(job_ids, level, message, utc_timestamp())
+        self.changes.logged_threadsafe(job_ids)
 
     async def purge_once(self) -> None:
         now = time.time()

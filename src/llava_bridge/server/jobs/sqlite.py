@@ -1,10 +1,14 @@
 """`SQLiteJobStore`: the job store in one SQLite file (WAL), one owner process, one query thread.
 
-Every query runs on a single dedicated thread, so the connection is never
-shared between threads at once and the event loop never blocks on disk. Commits
-are `synchronous=FULL`: a submit that was answered is on disk and survives
-`kill -9` (and power loss). A lock file next to the database stops two servers
-from using it at once. The SQL is in `sqlite_jobs.py` and `sqlite_files.py`.
+Every query runs on a single dedicated thread (`sqlite_thread.py`), so the
+connection is never shared between threads at once and the event loop never
+blocks on disk. What is waiting commits together: under load many jobs share one
+disk sync. A submit that was answered is synced to disk (it survives `kill -9` and
+power loss); other changes (claims, results, log lines, files) are written to the
+operating system before they are answered (they survive `kill -9`; after a power
+cut a job that had completed may run again). A lock file next to the database
+stops two servers from using it at once. The SQL is in `sqlite_jobs.py` and
+`sqlite_files.py`.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import functools
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
 from llava_bridge.errors import ConfigurationError
 from llava_bridge.server.jobs import sqlite_files, sqlite_jobs
 from llava_bridge.server.jobs.protocol import CancelOutcome, Job, LogEntry, StoredFile
+from llava_bridge.server.jobs.sqlite_thread import GroupCommitThread
 
 __all__ = ["SQLiteJobStore"]
 
@@ -77,12 +81,10 @@ class SQLiteJobStore:
     def __init__(self, path: str) -> None:
         """Open (and create) the database; blocks, so call it off the event loop (`open`)."""
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llava-bridge-db")
         self._lock_file: IO[bytes] | None = None
         try:
-            self._conn = self._executor.submit(self._open).result()
+            self._db = GroupCommitThread(self._open, name="llava-bridge-db")
         except BaseException:
-            self._executor.shutdown(wait=False)
             self._release_lock()
             raise
 
@@ -101,23 +103,34 @@ class SQLiteJobStore:
             self._release_lock()
             raise ConfigurationError(f"Cannot open the job database {self.path!r}: {exc}.") from None
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"The job database {self.path!r} was made by a newer llava-bridge; "
-                "upgrade llava-bridge or use another --db."
-            )
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"The job database {self.path!r} was made by a newer llava-bridge; "
+                    "upgrade llava-bridge or use another --db."
+                )
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn(connection, *args, **kwargs)` on the database thread and await its result."""
-        call = functools.partial(fn, self._conn, *args, **kwargs)
-        return await asyncio.wrap_future(self._executor.submit(call))
+        return await self._await(fn, args, kwargs, durable=False)
+
+    async def _await(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, durable: bool
+    ) -> T:
+        def work(conn: sqlite3.Connection) -> T:
+            return fn(conn, *args, **kwargs)
+
+        return await asyncio.wrap_future(self._db.submit(work, durable=durable))
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -132,7 +145,7 @@ class SQLiteJobStore:
         now: float,
         start_deadline: float | None = None,
     ) -> tuple[bool, Job, int]:
-        return await self._call(
+        submit = functools.partial(
             sqlite_jobs.submit,
             job_id=job_id,
             app=app,
@@ -142,6 +155,7 @@ class SQLiteJobStore:
             now=now,
             start_deadline=start_deadline,
         )
+        return await self._await(submit, (), {}, durable=True)  # answered = synced to disk
 
     async def get(self, job_id: str) -> Job | None:
         return await self._call(sqlite_jobs.get, job_id)
@@ -175,11 +189,7 @@ class SQLiteJobStore:
 
     def append_logs(self, job_ids: Sequence[str], level: str, message: str, timestamp: str) -> None:
         # Queued on the one database thread, so it is written before any later update.
-        call = functools.partial(sqlite_jobs.add_logs, self._conn, job_ids, level, message, timestamp)
-        try:
-            self._executor.submit(call)
-        except RuntimeError:  # closed
-            pass
+        self._db.post(functools.partial(_add_logs, job_ids=tuple(job_ids), line=(level, message, timestamp)))
 
     async def logs(self, job_id: str, *, after: int = 0) -> list[LogEntry]:
         return await self._call(sqlite_jobs.logs, job_id, after=after)
@@ -225,17 +235,17 @@ class SQLiteJobStore:
 
     def close_now(self) -> None:
         """Finish queued work, close the connection and release the lock (blocks)."""
-        try:
-            self._executor.submit(self._conn.close).result()
-        except RuntimeError:
-            return
-        self._executor.shutdown(wait=True)
+        self._db.close()
         self._release_lock()
 
     def _release_lock(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def _add_logs(conn: sqlite3.Connection, *, job_ids: tuple[str, ...], line: tuple[str, str, str]) -> None:
+    sqlite_jobs.add_logs(conn, job_ids, *line)
 
 
 def _lock(path: str) -> IO[bytes]:

@@ -40,7 +40,17 @@ __all__ = [
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+    """One all-or-nothing step: BEGIN IMMEDIATE ... COMMIT, or a savepoint inside a transaction."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT step")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO step")
+            conn.execute("RELEASE step")
+            raise
+        conn.execute("RELEASE step")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn

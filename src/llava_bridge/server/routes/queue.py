@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 import uuid
@@ -39,8 +38,10 @@ router = APIRouter(tags=["queue"])
 
 Context = Annotated[ServerContext, Depends(get_context)]
 
-STREAM_POLL_S = 0.1
 STREAM_HEARTBEAT_S = 5.0
+"""A status stream repeats its last event after this long without a change."""
+QUEUE_REFRESH_S = 0.5
+"""A queued job's stream re-reads its position at most this often (the queue moves with every claim)."""
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown endpoint or request id."}}
 
@@ -236,29 +237,43 @@ async def status_stream(
     logs: Annotated[bool, Query(description="Include new log lines in each event.")] = False,
 ) -> StreamingResponse:
     app = context.app_id(owner, alias)
-    await _job(context, app, request_id)
+    changes = context.runner.changes
+    watch = changes.watch(request_id, logs=logs)  # before the first read: later changes wake it
+    try:
+        first: Job | None = await _job(context, app, request_id)
+    except BaseException:
+        changes.forget(watch)
+        raise
 
     async def events() -> AsyncIterator[str]:
+        nonlocal first
         last_log = 0
         last_sent: dict[str, Any] | None = None
         last_time = 0.0
-        while True:
-            job = await context.store.get(request_id)
-            if job is None:
-                yield sse_event({"detail": "The request's result has expired."}, event="error")
-                return
-            entries = await context.store.logs(request_id, after=last_log) if logs else None
-            if entries:
-                last_log = entries[-1].seq
-            body = await _status_body(context, request, job, entries)
-            bare = {key: value for key, value in body.items() if key != "logs"}
-            now = time.monotonic()
-            if entries or bare != last_sent or now - last_time >= STREAM_HEARTBEAT_S:
-                yield sse_event(body)
-                last_sent, last_time = bare, now
-            if job.state == COMPLETED:
-                return
-            await asyncio.sleep(STREAM_POLL_S)
+        try:
+            while True:
+                job, first = first or await context.store.get(request_id), None
+                if job is None:
+                    yield sse_event({"detail": "The request's result has expired."}, event="error")
+                    return
+                entries = await context.store.logs(request_id, after=last_log) if logs else None
+                if entries:
+                    last_log = entries[-1].seq
+                body = await _status_body(context, request, job, entries)
+                bare = {key: value for key, value in body.items() if key != "logs"}
+                read_at = time.monotonic()
+                if entries or bare != last_sent or read_at - last_time >= STREAM_HEARTBEAT_S:
+                    yield sse_event(body)
+                    last_sent, last_time = bare, read_at
+                if job.state == COMPLETED:
+                    return
+                if job.state == IN_QUEUE:
+                    changes.watch_queue(watch)
+                woke = await watch.wait(last_time + STREAM_HEARTBEAT_S - time.monotonic())
+                if woke == "queue":  # only positions moved: coalesce a burst of claims into one read
+                    await watch.wait(read_at + QUEUE_REFRESH_S - time.monotonic())
+        finally:
+            changes.forget(watch)  # a stream that never started is dropped when its job completes
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
