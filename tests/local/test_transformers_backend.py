@@ -275,7 +275,7 @@ def test_long_history_is_trimmed_and_an_oversized_turn_is_refused(tiny_dir: Path
 
 def test_url_images_are_not_fetched(batched: TransformersBackend) -> None:
     request = VisionRequest(prompt="w1", image=ImageInput.from_url("https://example.com/cat.png"))
-    with pytest.raises(InvalidImageError, match="does not fetch"):
+    with pytest.raises(InvalidImageError, match="does not fetch image URLs unless asked: pass fetch_urls="):
         batched.generate(request)
 
 

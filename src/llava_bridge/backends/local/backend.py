@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from llava_bridge.backends.base import Closeable
+from llava_bridge.backends.image_urls.fetcher import ImageFetcher
+from llava_bridge.backends.image_urls.options import fetcher_for, with_fetched_image
 from llava_bridge.backends.local.batcher import MicroBatcher
 from llava_bridge.backends.local.loading import LoadOptions, check_local_extra
 from llava_bridge.errors import ConfigurationError, InvalidImageError
@@ -40,10 +42,8 @@ _END = object()
 class TransformersBackend(Closeable):
     """LLaVA in process with transformers: exact token counts, micro-batching, streaming.
 
-    `model` is a Hub id or a local directory of a LLaVA checkpoint in Hugging Face
-    format; the fixes its processor and generation config need are applied on
-    load. The model loads on first use, or when `load()` is called. Greedy
-    decoding unless the request sets a temperature above 0.
+    The model loads on first use, or when `load()` is called. Greedy decoding unless
+    the request sets a temperature above 0.
     """
 
     exact_token_counts = True
@@ -61,7 +61,37 @@ class TransformersBackend(Closeable):
         max_batch_size: int = 8,
         batch_wait_ms: float = 5.0,
         context_window: int | None = None,
+        fetch_urls: bool | ImageFetcher = False,
+        allow_private_urls: bool = False,
     ) -> None:
+        """A LLaVA checkpoint, loaded lazily in this process.
+
+        Args:
+            model: A Hub id or a local directory of a LLaVA checkpoint in Hugging Face
+                format; the fixes its processor and generation config need are applied
+                on load.
+            device: Where the weights go (`"cuda"`, `"cuda:1"`, `"mps"`, `"cpu"`);
+                default: CUDA when available, else Apple's MPS, else the CPU.
+            device_map: An accelerate device map instead (`"auto"` spreads the model
+                over several GPUs); not with `device`.
+            dtype: The weights' dtype (`torch.float16`, `"bfloat16"`, `"fp16"`...);
+                default: bfloat16 on CUDA, float16 on MPS, float32 on the CPU.
+            quantization: `"4bit"` or `"8bit"` through bitsandbytes (a CUDA GPU).
+            local_files_only: Never download; the model must be in the Hub cache or
+                a directory.
+            revision: The Hub revision (branch, tag or commit) to load.
+            max_batch_size: The most concurrent requests run as one batch.
+            batch_wait_ms: How long the worker collects requests before running a
+                batch (0: run at once).
+            context_window: Tokens the model holds; older turns are trimmed to fit.
+                Default: the model's own limit, at most the package's context window.
+            fetch_urls: False (default): a URL image is refused (download it and pass
+                its bytes). True: fetch it through the SSRF guard (private and loopback
+                addresses refused, 20 s, 20 MB, the pixel cap), off the event loop. An
+                `ImageFetcher` sets its own guard and limits.
+            allow_private_urls: With `fetch_urls=True`, fetch from private and loopback
+                addresses too (an image server on your own network).
+        """
         if quantization not in (None, "4bit", "8bit"):
             raise ConfigurationError(f"quantization must be '4bit', '8bit' or None, not {quantization!r}.")
         check_local_extra(quantization)
@@ -77,6 +107,8 @@ class TransformersBackend(Closeable):
             local_files_only=local_files_only,
             revision=revision,
         )
+        self._fetcher = fetcher_for(fetch_urls, allow_private_urls)
+        self._own_fetcher = not isinstance(fetch_urls, ImageFetcher)
         self._setup(max_batch_size, batch_wait_ms, context_window)
 
     @classmethod
@@ -97,6 +129,7 @@ class TransformersBackend(Closeable):
         backend = cls.__new__(cls)
         backend.model_name = model_name or str(getattr(model, "name_or_path", "") or "llava")
         backend._options = LoadOptions(model=backend.model_name)
+        backend._fetcher, backend._own_fetcher = None, False
         backend._setup(max_batch_size, batch_wait_ms, context_window)
         apply_fixes(processor, model.config)
         backend._install(processor, model.config)
@@ -221,6 +254,8 @@ class TransformersBackend(Closeable):
         """Stop the worker thread; requests still queued fail. The model is released."""
         self._batcher.close()
         self._engine = None
+        if self._fetcher is not None and self._own_fetcher:
+            self._fetcher.close()
 
     def __repr__(self) -> str:
         state = "loaded" if self._engine is not None else "not loaded"
@@ -235,11 +270,13 @@ class TransformersBackend(Closeable):
         trimmed, _ = fit_to_context(
             request, context_window=self.context_window, count_tokens=self.count_tokens
         )
+        if self._fetcher is not None:
+            trimmed = with_fetched_image(trimmed, self._fetcher)
         image = trimmed.image
         if image is not None and image.is_url:
             raise InvalidImageError(
-                "TransformersBackend does not fetch image URLs; download the image and pass its bytes, "
-                "a pathlib.Path or a PIL image (or run `llava-bridge serve`, which fetches URLs safely)."
+                "TransformersBackend does not fetch image URLs unless asked: pass fetch_urls=True "
+                "(SSRF-guarded), or download the image and pass its bytes, a pathlib.Path or a PIL image."
             )
         bos = self._ensure_processor().tokenizer.bos_token or ""
         temperature = trimmed.temperature or 0.0

@@ -30,6 +30,8 @@ from llava_bridge.backends._transport.choice import Transports
 from llava_bridge.backends._transport.drivers import iterate_async, iterate_sync, run_async, run_sync
 from llava_bridge.backends._transport.flows import finite_positive
 from llava_bridge.backends.base import Closeable
+from llava_bridge.backends.image_urls.fetcher import ImageFetcher
+from llava_bridge.backends.image_urls.options import fetcher_for
 from llava_bridge.backends.openai_compat.flows import generate_flow, stream_flow
 from llava_bridge.backends.openai_compat.settings import OpenAISettings
 from llava_bridge.backends.openai_compat.stop_support import StopSupport
@@ -89,6 +91,8 @@ class OpenAICompatBackend(Closeable):
         resize: ResizePolicy | None = _DEFAULT_RESIZE,
         extra_body: Mapping[str, Any] | None = None,
         send_stop: bool | None = None,
+        fetch_urls: bool | ImageFetcher = False,
+        allow_private_urls: bool = False,
     ) -> None:
         """A client of one OpenAI-compatible server.
 
@@ -116,6 +120,12 @@ class OpenAICompatBackend(Closeable):
                 without it and, when that works, leave it out from then on (with one
                 warning). False: never (for `transformers serve`). Stop strings are cut
                 on the client in every case.
+            fetch_urls: False (default): a URL image is sent to the server as its URL (vLLM
+                fetches it; Ollama refuses it). True: fetch it here, through the SSRF guard
+                (private and loopback addresses refused, 20 s, 20 MB, the pixel cap), and
+                send it as a data URI. An `ImageFetcher` sets its own guard and limits.
+            allow_private_urls: With `fetch_urls=True`, fetch from private and loopback
+                addresses too (an image server on your own network).
         """
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be a non-negative integer, not {max_retries!r}.")
@@ -134,7 +144,9 @@ class OpenAICompatBackend(Closeable):
             resize=resize,
             extra_body=dict(extra_body or {}),
             stop_support=StopSupport(send_stop),
+            fetcher=fetcher_for(fetch_urls, allow_private_urls),
         )
+        self._own_fetcher = not isinstance(fetch_urls, ImageFetcher)
         self._transports = Transports(http_client, async_http_client)
 
     @property
@@ -173,12 +185,15 @@ class OpenAICompatBackend(Closeable):
             yield chunk
 
     def close(self) -> None:
-        """Close the connections this backend made (not a client you passed in)."""
+        """Close the connections this backend made (not a client or fetcher you passed in)."""
         self._transports.close()
+        if self._settings.fetcher is not None and self._own_fetcher:
+            self._settings.fetcher.close()
 
     async def aclose(self) -> None:
         """Close this backend's connections for the running event loop, and the sync ones."""
         await self._transports.aclose()
+        self.close()
 
     def __repr__(self) -> str:
         key = ", api_key=SecretStr('**********')" if self._settings.api_key is not None else ""

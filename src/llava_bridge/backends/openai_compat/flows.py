@@ -29,6 +29,7 @@ from llava_bridge.backends._transport.effects import (
     TransportFailure,
 )
 from llava_bridge.backends._transport.flows import Deadline, DeadlineHit, call, open_stream
+from llava_bridge.backends.image_urls.options import with_fetched_image
 from llava_bridge.backends.openai_compat.settings import OpenAISettings
 from llava_bridge.backends.openai_compat.wire import (
     Call,
@@ -51,6 +52,9 @@ STOP_FAILURE_STATUS = 500
 
 
 def _prepare(settings: OpenAISettings, request: VisionRequest, stream: bool) -> Call:
+    """The call to send (blocking: image work and URL fetches; a `Compute` step)."""
+    if settings.fetcher is not None:
+        request = with_fetched_image(request, settings.fetcher)
     return build_call(
         request,
         model=settings.model,

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from llava_bridge._version import __version__
 from llava_bridge.backends._transport.effects import HttpRequest
+from llava_bridge.backends.image_urls.fetcher import ImageFetcher
 from llava_bridge.backends.openai_compat.stop_support import StopSupport
 from llava_bridge.images import ResizePolicy
 from llava_bridge.prompts import CONTEXT_WINDOW
@@ -38,6 +39,8 @@ class OpenAISettings:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     stop_support: StopSupport = field(default_factory=StopSupport)
     """Whether requests carry `stop` (learned per backend when `send_stop` is None)."""
+    fetcher: ImageFetcher | None = None
+    """Fetches URL images on the client (sent as data URIs); None: URLs go to the server."""
     rng: random.Random = field(default_factory=random.Random)
     submit_grace: float = 0.0
     """No grace past a deadline: a completion has no job id to cancel."""
