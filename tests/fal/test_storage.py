@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava_bridge import ImageInput, InvalidRequestError, ResizePolicy, VisionRequest
+from llava_bridge import AuthenticationError, ImageInput, InvalidRequestError, ResizePolicy, VisionRequest
 from llava_bridge.backends._transport.effects import Compute, HttpRequest, Sleep
 from llava_bridge.backends._transport.flows import Deadline
 from llava_bridge.backends.fal.backend import FalBackend
@@ -91,6 +92,29 @@ def test_a_failed_cdn_upload_falls_back_to_initiate_and_put(
     initiate = server.calls("initiate")[0]
     assert initiate.query == {"storage_type": "gcs"} and initiate.json()["content_type"] == "image/jpeg"
     assert len(server.calls("gcs_put")) == 1 and "authorization" not in server.calls("gcs_put")[0].headers
+
+
+def test_a_fallback_that_worked_is_a_warning(
+    server: FalTestServer, make_backend: Callable[..., FalBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    server.fail("cdn_upload", "http", code=500, body={"detail": "down"}, times=2)
+
+    make_backend(max_retries=1).generate(VisionRequest(prompt="hi", image=PHOTO))
+
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == ["CDN upload failed (ServerError); the storage upload fallback was used"]
+
+
+def test_a_refused_key_is_one_error_without_a_fallback_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "LLAVA_FAL_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with FalTestServer(require_key="right") as server, FalBackend(base_url=server.url) as backend:
+        with pytest.raises(AuthenticationError, match=r"\(from base_url= in code\) got no key"):
+            backend.generate(VisionRequest(prompt="hi", image=PHOTO))
+        assert server.calls("token") and not server.calls("submit")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_resizing_can_be_turned_off(server: FalTestServer, make_backend: Callable[..., FalBackend]) -> None:

@@ -211,9 +211,11 @@ def _upload(
     else:
         state.uploads += 1
         return url
-    # Outside the except blocks: a failing fallback raises its own error, not a chain of two.
-    logger.warning("CDN upload failed (%s); trying the storage upload fallback", type(failed).__name__)
+    # Outside the except blocks: a failing fallback raises its own error, not a chain of two,
+    # and no warning first (a refused key would otherwise print a warning and then the error).
+    logger.debug("CDN upload failed (%s); trying the storage upload fallback", type(failed).__name__)
     url = yield from _upload_initiate(config, deadline, data, mime, name)
+    logger.warning("CDN upload failed (%s); the storage upload fallback was used", type(failed).__name__)
     state.uploads += 1
     return url
 
