@@ -24,7 +24,9 @@ DETAILED_DESCRIBE_PROMPT = (
 )
 """What an agent's describe tool asks: a description for a reader, not for an index."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
 """File suffixes taken as images when a directory or glob is expanded (the types ImageInput reads)."""
 
 DEFAULT_ADAPTER_TIMEOUT_S = 120.0

@@ -1,7 +1,8 @@
 """Tiling 2-4 images into one picture, for a model that takes one image per request.
 
 The model sees one 336 x 336 square, so in a grid of four each image gets about a
-168-pixel cell: enough to compare, not to read small text.
+168-pixel cell: enough to compare, not to read small text. Each image is decoded
+once, upright (EXIF orientation applied), and a JPEG only at the scale its cell needs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ MAX_GRID_IMAGES = 4
 def tile_images(images: Sequence[ImageInput]) -> ImageInput:
     """One PNG with the images in a near-square grid, each fitted into a cell of the model's size.
 
-    The images must hold their bytes: URLs are never fetched here.
+    The images must hold their bytes: URLs are never fetched here. CPU work: async
+    callers run it in a thread.
     """
     if not 2 <= len(images) <= MAX_GRID_IMAGES:
         raise InvalidImageError(f"A grid takes 2 to {MAX_GRID_IMAGES} images, not {len(images)}.")
@@ -38,8 +40,8 @@ def tile_images(images: Sequence[ImageInput]) -> ImageInput:
     cell = MODEL_IMAGE_SIDE
     canvas = Image.new("RGB", (columns * cell, rows * cell), (255, 255, 255))
     for index, image in enumerate(images):
-        picture = image.to_pil()
-        picture.thumbnail((cell, cell))
+        picture = image.to_pil(size_hint=(cell, cell))
+        picture.thumbnail((cell, cell), Image.Resampling.LANCZOS)
         x = (index % columns) * cell + (cell - picture.width) // 2
         y = (index // columns) * cell + (cell - picture.height) // 2
         canvas.paste(picture, (x, y))
