@@ -150,7 +150,9 @@ async def test_async_url_image_is_fetched_by_the_server_not_by_us(
         ask(ImageBlock(url=image_host.url("/navy.png")), TextBlock(text="Colour?"))
     )
     assert response.message.content == "A picture dominated by the colour navy."
-    assert image_host.requests[before:] == [("/navy.png", "llava-bridge-server")]
+    [(path, agent)] = image_host.requests[before:]  # one fetch: the server's
+    assert path == "/navy.png"
+    assert not agent.startswith("llava-bridge/")  # our client's user agent carries the version
 
 
 # -- the serve process ----------------------------------------------------------------------
