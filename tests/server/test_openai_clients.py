@@ -189,6 +189,14 @@ def test_wrong_or_missing_key_is_an_authentication_error(server: LocalServer) ->
     assert KEY not in response.text
 
 
+def test_routes_it_does_not_serve_are_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.completions.create(model=APP, prompt="hi")
+    assert "is_chat_model=True" in caught.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=APP, input="hi")
+
+
 def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
@@ -205,6 +213,7 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
         ({"max_tokens": 100_000}, "max_tokens"),
         ({"temperature": 3}, "temperature"),
         ({"n": 2}, "n"),
+        ({"stop": ["END", ""]}, "stop.1"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},

@@ -115,6 +115,17 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(completion.body(result), headers=headers)
 
 
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def not_served(path: str) -> Response:
+    """Any other OpenAI route (completions, embeddings, responses, ...): a 404 naming the ones served."""
+    advice = " (LlamaIndex's OpenAILike: is_chat_model=True)" if path == "completions" else ""
+    raise OpenAIError(
+        404,
+        f"This server has no /v1/{path}; it serves /v1/chat/completions{advice} and /v1/models.",
+        code="unknown_url",
+    )
+
+
 async def _parse(raw: bytes) -> ChatCompletionRequest:
     try:
         if len(raw) > PARSE_IN_THREAD_BYTES:
