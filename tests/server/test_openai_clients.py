@@ -183,6 +183,9 @@ def test_wrong_or_missing_key_is_an_authentication_error(server: LocalServer) ->
     ):
         sdk.chat.completions.create(model=APP, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "invalid_api_key"
+    assert (
+        httpx.get(f"{server.base_url}/v1/models", headers={"Authorization": f"Key {KEY}"}).status_code == 200
+    )
     response = httpx.get(f"{server.base_url}/v1/models")
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "invalid_request_error"
