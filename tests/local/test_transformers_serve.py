@@ -196,3 +196,25 @@ async def test_token_for_token_async(server_url: str, served_dir: Path, local: A
         streamed = "".join([chunk.delta async for chunk in backend.astream(CHAT)])
     assert _essentials(served) == _essentials(expected)
     assert streamed == expected.text
+
+
+def test_serve_backend_openai_in_front_of_transformers_serve(
+    server_url: str, served_dir: Path, local: Any
+) -> None:
+    """`llava-bridge serve --backend openai` with the upstream flags, end to end."""
+    from tests.support.local_server import running_server
+
+    expected = local.generate(IMAGE)
+    image = IMAGE.image
+    assert image is not None
+    flags = ("--no-upstream-stop", "--upstream-extra-body", '{"seed": 1}', "--upstream-timeout", "120")
+    with running_server(
+        "--backend", "openai", "--base-url", server_url, "--model", str(served_dir), *flags, timeout=120
+    ) as served:
+        answer = httpx.post(
+            f"{served.base_url}/run/fal-ai/llava-llama3-8b-v11",
+            json={"image_url": image.to_data_uri(), "prompt": IMAGE.prompt, "max_new_tokens": 12},
+            timeout=120,
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["output"] == expected.text

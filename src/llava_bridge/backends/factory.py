@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 from llava_bridge.backends.base import Backend
@@ -23,6 +25,9 @@ def make_backend(
     base_url: str | None = None,
     fake_latency: float = 0.0,
     fake_answers: str = "canned",
+    upstream_extra_body: str | Mapping[str, Any] | None = None,
+    upstream_stop: bool | None = None,
+    upstream_timeout: float | None = None,
     **options: Any,
 ) -> Backend:
     """A backend from its CLI name; `model`, `api_key` and `base_url` go where they apply.
@@ -30,7 +35,18 @@ def make_backend(
     `fake_answers` picks what the fake backend says: ``canned`` (one fixed sentence),
     ``image-facts`` (the image's size and colour), or ``package.module:function``, a
     function of the `VisionRequest` (for testing your own agents against the server).
+    The ``upstream_*`` settings are the openai backend's (`--upstream-extra-body` as JSON
+    text or a mapping, `--no-upstream-stop`, `--upstream-timeout`); `options` go to the
+    backend's constructor as they are.
     """
+    upstream = {
+        "--upstream-extra-body": upstream_extra_body,
+        "--no-upstream-stop": upstream_stop,
+        "--upstream-timeout": upstream_timeout,
+    }
+    given = [flag for flag, value in upstream.items() if value is not None]
+    if given and name != "openai":
+        raise ConfigurationError(f"{', '.join(given)} only apply to --backend openai.")
     if name == "fake":
         return FakeBackend(
             _fake_responder(fake_answers), latency=fake_latency, model_name=model or "fake-llava"
@@ -55,8 +71,31 @@ def make_backend(
         kwargs = {"api_key": api_key, **options}
         if model:
             kwargs["model"] = model
+        if upstream_extra_body is not None:
+            kwargs["extra_body"] = _extra_body(upstream_extra_body)
+        if upstream_stop is not None:
+            kwargs["send_stop"] = upstream_stop
+        if upstream_timeout is not None:
+            kwargs["total_timeout"] = upstream_timeout
         return OpenAICompatBackend(base_url, **kwargs)
     raise ConfigurationError(f"Unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}.")
+
+
+def _extra_body(value: str | Mapping[str, Any]) -> dict[str, Any]:
+    """`--upstream-extra-body`: a JSON object of fields merged into every upstream request."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"--upstream-extra-body is not valid JSON ({exc}); give an object such as "
+                "'{\"stop_token_ids\": [128009]}'."
+            ) from None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"--upstream-extra-body must be a JSON object of request fields, not {value!r}."
+        )
+    return dict(value)
 
 
 def _fake_responder(spec: str) -> str | Responder:

@@ -23,7 +23,15 @@ __all__ = ["API_KEY_ENV", "add_serve_arguments", "main", "serve_from_args"]
 
 API_KEY_ENV = "LLAVA_BRIDGE_SERVER_KEY"
 """Environment variable read for the server's API key when --api-key is not given."""
-LOCAL_ONLY_FLAGS = ("quantization", "device", "dtype")
+LOCAL_ONLY_FLAGS = (
+    "quantization",
+    "device",
+    "dtype",
+    "revision",
+    "local_files_only",
+    "max_batch_size",
+    "batch_wait_ms",
+)
 """Flags that only `--backend local` takes (passed to TransformersBackend)."""
 FAKE_NOTE = "The fake backend answers with canned text: its answers are NOT real model output."
 
@@ -49,6 +57,45 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--quantization", choices=("4bit", "8bit"), default=None, help="local backend")
     parser.add_argument("--device", default=None, help="local backend: cuda, cuda:1, mps or cpu")
     parser.add_argument("--dtype", default=None, help="local backend: bfloat16, float16 or float32")
+    parser.add_argument("--revision", default=None, help="local backend: the Hub branch, tag or commit")
+    parser.add_argument(
+        "--local-files-only",
+        action="store_const",
+        const=True,
+        default=None,
+        help="local backend: never download; the model must be cached or a directory",
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=None, help="local backend: requests per batch (default 8)"
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=None,
+        help="local backend: how long to collect a batch (default 5; 0 runs at once)",
+    )
+    parser.add_argument(
+        "--upstream-extra-body",
+        default=None,
+        metavar="JSON",
+        help="openai backend: fields added to every upstream request, e.g. '{\"stop_token_ids\": [128009]}'",
+    )
+    parser.add_argument(
+        "--no-upstream-stop",
+        dest="upstream_stop",
+        action="store_const",
+        const=False,
+        default=None,
+        help="openai backend: never send 'stop' upstream (transformers serve fails on it; "
+        "by default it is left out after such a failure); stops are cut here either way",
+    )
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="openai backend: a wall clock over each upstream call (default: none)",
+    )
     parser.add_argument(
         "--api-key",
         default=None,
@@ -124,9 +171,11 @@ def serve_from_args(args: argparse.Namespace) -> None:
 
 def _ready_backend(args: argparse.Namespace) -> Backend:
     """The backend, with a local model loaded (so that a broken one fails before serving)."""
-    local_options = {name: getattr(args, name) for name in LOCAL_ONLY_FLAGS if getattr(args, name)}
+    local_options = {
+        name: getattr(args, name) for name in LOCAL_ONLY_FLAGS if getattr(args, name) is not None
+    }
     if local_options and args.backend != "local":
-        flags = ", ".join(f"--{name}" for name in local_options)
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in local_options)
         raise ConfigurationError(f"{flags} only apply to --backend local.")
     backend = make_backend(
         args.backend,
@@ -134,6 +183,9 @@ def _ready_backend(args: argparse.Namespace) -> Backend:
         base_url=args.base_url,
         fake_latency=args.fake_latency,
         fake_answers=args.fake_answers,
+        upstream_extra_body=args.upstream_extra_body,
+        upstream_stop=args.upstream_stop,
+        upstream_timeout=args.upstream_timeout,
         **local_options,
     )
     if args.backend == "fake":
