@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from llava_bridge.backends.base import Backend
 from llava_bridge.server.http.auth import Authenticator
@@ -13,7 +14,7 @@ from llava_bridge.server.jobs.protocol import JobStore
 from llava_bridge.server.runner import JobRunner
 from llava_bridge.server.settings import ServerSettings
 
-__all__ = ["ServerContext", "base_url", "get_context"]
+__all__ = ["Context", "ServerContext", "base_url", "context_dependency", "get_context"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ def get_context(request: Request) -> ServerContext:
     if not isinstance(context, ServerContext):
         raise HTTPException(503, detail="The server is starting or stopping; try again in a moment.")
     return context
+
+
+async def context_dependency(request: Request) -> ServerContext:
+    """`get_context` as a dependency; async, because FastAPI runs sync ones in a thread pool."""
+    return get_context(request)
+
+
+Context = Annotated[ServerContext, Depends(context_dependency)]
+"""A route parameter typed `Context` gets the running server's parts."""
 
 
 def base_url(request: Request) -> str:

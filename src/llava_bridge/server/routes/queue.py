@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -27,7 +27,7 @@ from llava_bridge.backends.fal.protocol import (
     status_stream_path,
 )
 from llava_bridge.errors import LlavaError
-from llava_bridge.server.context import ServerContext, base_url, get_context
+from llava_bridge.server.context import Context, ServerContext, base_url
 from llava_bridge.server.http.sse import sse_event
 from llava_bridge.server.inputs import LlavaInput, error_answer, to_vision_request
 from llava_bridge.server.jobs.protocol import Job, LogEntry
@@ -35,8 +35,6 @@ from llava_bridge.server.jobs.protocol import Job, LogEntry
 __all__ = ["router"]
 
 router = APIRouter(tags=["queue"])
-
-Context = Annotated[ServerContext, Depends(get_context)]
 
 STREAM_HEARTBEAT_S = 5.0
 """A status stream repeats its last event after this long without a change."""

@@ -11,14 +11,14 @@ JSON 4xx before the stream starts; a failure mid-stream ends it with an
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from llava_bridge.backends.fal.protocol import APP_TEMPLATE, ERROR_TYPE_HEADER, RUN_PREFIX, STREAM_SUFFIX
-from llava_bridge.server.context import ServerContext, base_url, get_context
+from llava_bridge.server.context import Context, base_url
 from llava_bridge.server.http.sse import sse_event
 from llava_bridge.server.inputs import LlavaInput, LlavaOutput, error_answer, output_body
 from llava_bridge.types import VisionChunk
@@ -26,8 +26,6 @@ from llava_bridge.types import VisionChunk
 __all__ = ["router"]
 
 router = APIRouter(prefix=RUN_PREFIX, tags=["run"])
-
-Context = Annotated[ServerContext, Depends(get_context)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown endpoint."},

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -24,13 +24,11 @@ from llava_bridge.backends.fal.protocol import (
     STORAGE_TOKEN_PATH,
     UPLOAD_INITIATE_PATH,
 )
-from llava_bridge.server.context import ServerContext, base_url, get_context
+from llava_bridge.server.context import Context, base_url
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["storage"])
-
-Context = Annotated[ServerContext, Depends(get_context)]
 
 _RAW_BODY: dict[str, Any] = {
     "requestBody": {
