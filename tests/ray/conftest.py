@@ -16,7 +16,7 @@ from PIL import Image
 
 pytest.importorskip("ray.data", reason="the [ray] extra is not installed")
 
-from llava_bridge.ray import local_cluster  # noqa: E402
+from llava_bridge.ray import local_cluster
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`describe_dataset` / `LlavaDescriber` on a local Ray cluster, against `llava-bridge serve --backend fake`."""
+"""`describe_dataset` and `LlavaDescriber` on a local Ray cluster, against `serve --backend fake`."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ def test_a_bad_image_is_one_rows_error_not_a_failed_batch(tmp_path: Path) -> Non
     for source in (good[0], good[1], data_uri):
         assert by_source[source]["error"] is None and by_source[source]["description"]
     assert by_source[str(tmp_path / "missing.png")]["error"].startswith("InvalidImageError: Cannot read")
-    assert by_source[str(tmp_path / "notes.png")]["error"].startswith("InvalidImageError: notes.png: Not an image")
-    assert by_source[str(tmp_path / "notes.png")]["description"] is None
+    notes = by_source[str(tmp_path / "notes.png")]
+    assert notes["error"].startswith("InvalidImageError: notes.png: Not an image")
+    assert notes["description"] is None
 
 
 def test_images_from_ray_readers_bytes_and_pixel_arrays(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llava_bridge._version import __version__
 from llava_bridge.backends.base import Backend
@@ -21,6 +22,9 @@ from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.errors import InvalidRequestError, LlavaError
 from llava_bridge.images import ImageInput
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
+
+if TYPE_CHECKING:
+    from llava_bridge.describe import DescribeSummary
 
 __all__ = ["main"]
 
@@ -89,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--resume", action="store_true", help="skip images already described in --out")
     describe.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     describe.add_argument("--no-progress", action="store_true")
+    describe.add_argument(
+        "--engine",
+        choices=("process", "ray"),
+        default="process",
+        help="process: this process, --concurrency requests at a time; ray: Ray Data actors "
+        "(a local cluster, or the one at --address); .parquet --out files need ray",
+    )
+    describe.add_argument("--address", default=None, help="Ray cluster for --engine ray")
+    describe.add_argument("--actors", type=int, default=None, metavar="N", help="Ray actors (--engine ray)")
     _add_backend_options(describe)
     _add_verbose(describe)
     describe.set_defaults(run=_describe)
@@ -161,22 +174,37 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from llava_bridge.cli.interrupt import run_cancellable
-    from llava_bridge.describe import (
-        DEFAULT_DESCRIBE_PROMPT,
-        check_output_path,
-        describe_to_jsonl,
-        expand_sources,
-        format_summary,
-    )
+    from llava_bridge.describe import check_output_path, format_summary
 
     out: Path = args.out
     check_output_path(out)
     if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
         raise InvalidRequestError(f"{out} exists; pass --resume to continue it or --overwrite to replace it.")
+    if args.engine == "ray":
+        from llava_bridge.ray.cli_engine import describe_from_args
+
+        summary = describe_from_args(args)
+    elif out.suffix.lower() == ".parquet":
+        raise InvalidRequestError(f"{out}: Parquet output needs --engine ray; give a .jsonl file otherwise.")
+    elif args.address or args.actors:
+        raise InvalidRequestError("--address and --actors go with --engine ray.")
+    else:
+        summary = _describe_in_process(args)
+    for line in format_summary(summary, out):
+        print(cli_message(line), file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.ok else 1
+
+
+def _describe_in_process(args: argparse.Namespace) -> DescribeSummary:
+    from llava_bridge.cli.interrupt import run_cancellable
+    from llava_bridge.describe import DEFAULT_DESCRIBE_PROMPT, describe_to_jsonl, expand_sources
+
+    out: Path = args.out
     sources = expand_sources(args.sources)
     backend = _backend_from(args)
-    summary = run_cancellable(
+    return run_cancellable(
         describe_to_jsonl(
             backend,
             sources,
@@ -188,11 +216,6 @@ def _describe(args: argparse.Namespace) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),
         )
     )
-    for line in format_summary(summary, out):
-        print(cli_message(line), file=sys.stderr)
-    if summary.interrupted:
-        return 130
-    return 0 if summary.ok else 1
 
 
 def _print_result(result: VisionResult, *, as_json: bool) -> None:

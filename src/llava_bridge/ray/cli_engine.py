@@ -109,7 +109,9 @@ def describe_with_ray(
     with _cluster(options.address):
         import ray.data
 
-        ray.data.DataContext.get_current().enable_progress_bars = options.progress
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = options.progress
+        context.raise_original_map_exception = True  # an actor's LlavaError reaches us as itself
         ds = _read_uris(uris, done) if uris else ray.data.from_items([{"source": s} for s in todo])
         cancel = CancelSignal()
         try:
@@ -219,10 +221,14 @@ def _llava_cause(exc: BaseException) -> LlavaError | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, LlavaError):
-            return current
         seen.add(id(current))
-        current = getattr(current, "cause", None) or current.__cause__
+        inner = getattr(current, "cause", None)  # Ray's RayTaskError keeps the actor's exception here
+        if isinstance(current, LlavaError) and not isinstance(inner, BaseException):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            current = current.exceptions[0]
+        else:
+            current = inner if isinstance(inner, BaseException) else current.__cause__
     return None
 
 

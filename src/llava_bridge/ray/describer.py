@@ -93,6 +93,8 @@ class LlavaDescriber:
             async with asyncio.TaskGroup() as group:  # an error every row would hit cancels the rest
                 tasks.extend(group.create_task(self._describe_row(value)) for value in values)
                 self._rows.update(tasks)
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
         finally:
             self._rows.difference_update(tasks)
         return [task.result() for task in tasks]
@@ -112,7 +114,10 @@ class LlavaDescriber:
             raise
 
     async def _watch_cancel(self) -> None:
-        await self._cancel_actor.wait_cancelled.remote()
+        try:
+            await self._cancel_actor.wait_cancelled.remote()
+        except Exception:  # the run ended and its signal is gone: no cancel will come
+            return
         self._cancelled = True
         for task in list(self._rows):
             task.cancel()  # the backend cancels the row's job before the task ends
