@@ -136,15 +136,7 @@ async def to_vision_request(
     turns = to_turns(body.messages)
     pending = images_to_load(turns)
 
-    async def load(image: PendingImage) -> None:
-        image.loaded = await resolver.load(image.url, resolver.stored_file_id(image.url, base_url))
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for image in pending:
-                group.create_task(load(image))
-    except ExceptionGroup as failures:  # the first failure says what is wrong; the others were cancelled
-        raise failures.exceptions[0] from None
+    await _load(pending, resolver, base_url)
     build = functools.partial(
         build_request,
         turns,
@@ -156,6 +148,25 @@ async def to_vision_request(
     request = await asyncio.to_thread(build) if len(pending) > 1 else build()  # tiling is image work
     instructions = _json_instructions(body)
     return with_instructions(request, instructions) if instructions else request
+
+
+async def _load(images: Sequence[PendingImage], resolver: ImageResolver, base_url: str) -> None:
+    """Load `images` (several at once); the first failure is raised, the other loads cancelled."""
+
+    async def load(image: PendingImage) -> None:
+        is_data = image.url.lstrip()[:5].lower() == "data:"
+        file_id = None if is_data else resolver.stored_file_id(image.url, base_url)
+        image.loaded = await resolver.load(image.url, file_id)
+
+    if len(images) == 1:
+        await load(images[0])
+        return
+    try:
+        async with asyncio.TaskGroup() as group:
+            for image in images:
+                group.create_task(load(image))
+    except ExceptionGroup as failures:  # the first failure says what is wrong; the others were cancelled
+        raise failures.exceptions[0] from None
 
 
 def _json_instructions(body: ChatCompletionRequest) -> str | None:
