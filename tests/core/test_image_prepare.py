@@ -91,7 +91,7 @@ def test_a_jpeg_with_700_exif_segments_is_accepted_with_its_metadata_bounded() -
 
 def test_metadata_within_bounds_is_left_alone() -> None:
     data = jpeg_with_app_segments(MAX_METADATA_SEGMENTS - 2, segment_bytes=100)
-    assert bound_jpeg_metadata(data) is data
+    assert bound_jpeg_metadata(data).data is data
 
 
 def test_a_jpeg_with_more_segments_than_any_camera_writes_is_refused() -> None:

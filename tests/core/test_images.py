@@ -13,7 +13,7 @@ from PIL import Image
 
 from llava_bridge import ImageInput, InvalidImageError, ResizePolicy
 from llava_bridge.images import MAX_PIXELS, sniff_mime_type
-from tests.support.images import png_claiming
+from tests.support.images import png_claiming, png_with_bad_pixels
 
 from .conftest import encode
 
@@ -56,20 +56,25 @@ def test_non_images_are_refused_with_what_they_look_like(data: bytes, fragment: 
     assert "JPEG, PNG" in str(info.value)
 
 
-@pytest.mark.parametrize("policy", [ResizePolicy(), None])
-def test_truncated_jpeg_is_refused_when_prepared(policy: ResizePolicy | None) -> None:
+def test_truncated_jpeg_is_refused_without_decoding_it() -> None:
     big = encode(Image.effect_noise((256, 256), 60).convert("RGB"), "JPEG", quality=90)
-    image = ImageInput.from_bytes(big[: len(big) // 2])  # the header is whole: made without decoding
+    with pytest.raises(InvalidImageError, match="corrupt or truncated .*end-of-image"):
+        ImageInput.from_bytes(big[: len(big) // 2])
+
+
+def test_truncated_png_is_refused(coffee_path: Path) -> None:
+    data = coffee_path.read_bytes()
+    with pytest.raises(InvalidImageError, match="truncated"):
+        ImageInput.from_bytes(data[: len(data) // 3])
+
+
+@pytest.mark.parametrize("policy", [ResizePolicy(), None])
+def test_pixel_data_that_does_not_decode_is_refused_when_prepared(policy: ResizePolicy | None) -> None:
+    image = ImageInput.from_bytes(png_with_bad_pixels())  # every chunk whole: made without decoding
     with pytest.raises(InvalidImageError, match="corrupt or truncated"):
         image.prepared(policy)
     with pytest.raises(InvalidImageError, match="corrupt or truncated"):
         image.to_pil()
-
-
-def test_truncated_png_is_refused_when_prepared(coffee_path: Path) -> None:
-    data = coffee_path.read_bytes()
-    with pytest.raises(InvalidImageError, match="truncated"):
-        ImageInput.from_bytes(data[: len(data) // 3]).prepared()
 
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "jpeg_with_app_segments",
     "marked_upright",
     "png_claiming",
+    "png_with_bad_pixels",
     "sideways_photo",
     "twelve_megapixel_jpeg",
     "upright_marker_box",
@@ -47,6 +48,17 @@ def png_claiming(width: int, height: int) -> bytes:
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
         + _chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def png_with_bad_pixels(width: int = 64, height: int = 48) -> bytes:
+    """A PNG whose chunks are all whole (good CRCs, IEND) but whose pixel data does not inflate."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", b"this is not zlib data" * 4)
         + _chunk(b"IEND", b"")
     )
 

@@ -129,7 +129,7 @@ def open_image(data: bytes, mime: str) -> ImageFile:
         raise InvalidImageError(corrupt(mime, exc)) from None
 
 
-def corrupt(mime: str, exc: BaseException) -> str:
+def corrupt(mime: str, exc: BaseException | str) -> str:
     """The message for bytes of a known type that do not decode."""
     return f"The {mime} image is corrupt or truncated ({exc}); re-export or re-download it."
 

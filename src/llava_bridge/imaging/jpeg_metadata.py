@@ -9,16 +9,20 @@ in one linear pass over their headers: a file within `MAX_METADATA_SEGMENTS` and
 orientation need (the first JFIF, EXIF and Adobe segments) and drops the rest
 (more EXIF, XMP, ICC, comments, maker data). A file with more segments than any
 camera writes is refused.
+
+The same walk finds where the compressed image data starts, so that a file cut
+short (no end-of-image marker after it) is refused without decoding it.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from llava_bridge.errors import InvalidImageError
 from llava_bridge.imaging.limits import MAX_METADATA_BYTES, MAX_METADATA_SEGMENTS
 
-__all__ = ["MAX_SEGMENTS_WALKED", "bound_jpeg_metadata"]
+__all__ = ["MAX_SEGMENTS_WALKED", "BoundedJpeg", "bound_jpeg_metadata"]
 
 logger = logging.getLogger("llava_bridge.images")
 
@@ -29,15 +33,27 @@ _SOS, _EOI, _COM, _TEM = 0xDA, 0xD9, 0xFE, 0x01
 _KEPT_KINDS = ((0xE0, b"JFIF\x00"), (0xE1, b"Exif\x00\x00"), (0xEE, b"Adobe"))
 
 
-def bound_jpeg_metadata(data: bytes) -> bytes:
-    """`data` itself when its metadata is within bounds, else a copy without the excess segments."""
+@dataclass(frozen=True)
+class BoundedJpeg:
+    """A JPEG with bounded metadata, and whether its compressed data runs to an end-of-image marker."""
+
+    data: bytes
+    complete: bool
+
+
+def bound_jpeg_metadata(data: bytes) -> BoundedJpeg:
+    """`data` itself when its metadata is within bounds, else a copy without the excess segments.
+
+    `complete` is False when an end-of-image marker never follows the start of the scan
+    (an EXIF thumbnail's own marker comes before it and does not count).
+    """
     metadata: list[tuple[int, int, int]] = []  # (start, end, marker) of APPn and COM segments
     total = 0
     walked = 0
     position, size = 2, len(data)
     while position + 4 <= size:
         if data[position] != 0xFF:
-            return data  # not a marker where one must be: Pillow will call the file corrupt
+            return BoundedJpeg(data, True)  # no marker where one must be: Pillow calls the file corrupt
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
@@ -55,14 +71,15 @@ def bound_jpeg_metadata(data: bytes) -> bytes:
             )
         end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
         if end < position + 4 or end > size:
-            return data
+            return BoundedJpeg(data, True)
         if 0xE0 <= marker <= 0xEF or marker == _COM:
             metadata.append((position, end, marker))
             total += end - position
         position = end
+    complete = data.rfind(b"\xff\xd9") > position
     if len(metadata) <= MAX_METADATA_SEGMENTS and total <= MAX_METADATA_BYTES:
-        return data
-    return _strip(data, metadata, total)
+        return BoundedJpeg(data, complete)
+    return BoundedJpeg(_strip(data, metadata, total), complete)
 
 
 def _strip(data: bytes, metadata: list[tuple[int, int, int]], total: int) -> bytes:
