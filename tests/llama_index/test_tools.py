@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
 from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.llms.mock import MockFunctionCallingLLM
@@ -149,7 +149,10 @@ def test_bad_settings_fail_at_construction(option: str, value: Any) -> None:
         LlavaToolSpec(backend=FakeBackend(), **{option: value})
 
 
-async def test_function_agent_tools_read_the_images_of_the_conversation(colour_backend: FakeBackend) -> None:
+@pytest.mark.parametrize("workflow", ["FunctionAgent", "AgentWorkflow"])
+async def test_agent_tools_read_the_images_of_the_conversation(
+    colour_backend: FakeBackend, workflow: str
+) -> None:
     """The model names images by reference; the tools read them from the agent's Context."""
     calls = [
         {"question": "Which colour fills the picture?"},  # no image: the latest
@@ -168,10 +171,14 @@ async def test_function_agent_tools_read_the_images_of_the_conversation(colour_b
             return ChatMessage(role=MessageRole.ASSISTANT, blocks=[call])
         return ChatMessage(role=MessageRole.ASSISTANT, content=" | ".join(str(r.content) for r in results))
 
-    agent = FunctionAgent(
+    agent: FunctionAgent | AgentWorkflow = FunctionAgent(
+        name="looker",
+        description="Looks at the user's pictures.",
         tools=LlavaToolSpec(backend=colour_backend).to_tool_list(),
         llm=MockFunctionCallingLLM(response_generator=script),
     )
+    if workflow == "AgentWorkflow":
+        agent = AgentWorkflow(agents=[agent], root_agent="looker")
     question = ChatMessage(
         role=MessageRole.USER,
         blocks=[
