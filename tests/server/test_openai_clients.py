@@ -316,3 +316,14 @@ def test_llama_index_openai_like_with_an_image_block(server: LocalServer, png_by
     )
     assert llm.chat([message]).message.content == RED
     assert llm.complete("hi").text == "(fake) There is no image. You said: hi"
+
+
+async def test_our_openai_compat_backend_against_it(server: LocalServer, png_bytes: bytes) -> None:
+    from llava_bridge import ImageInput, OpenAICompatBackend, VisionRequest
+
+    request = VisionRequest(prompt="What?", image=ImageInput.from_bytes(png_bytes), stop=["zzz"])
+    async with OpenAICompatBackend(base_url=f"{server.base_url}/v1", api_key=KEY, model=APP) as backend:
+        result = await backend.agenerate(request)
+        pieces = [chunk.delta async for chunk in backend.astream(VisionRequest(prompt="hello there"))]
+    assert (result.text, result.finish_reason, result.usage.completion_tokens) == (RED, "stop", 6)
+    assert "".join(pieces) == "(fake) There is no image. You said: hello there"
