@@ -76,6 +76,14 @@ def test_avif_is_read_upright_and_sent_as_jpeg() -> None:
     assert_upright(Image.open(io.BytesIO(sent.data)))
 
 
+@needs_avif
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_cut_avif_is_an_invalid_image(keep: float) -> None:
+    data = encode(Image.effect_noise((64, 48), 50).convert("RGB"), "AVIF", quality=90)
+    with pytest.raises(InvalidImageError, match="corrupt or truncated"):  # Pillow's AVIF raises RuntimeError
+        ImageInput.from_bytes(data[: int(len(data) * keep)]).prepared()
+
+
 def test_tiff_is_read_and_sent_as_jpeg() -> None:
     data = encode(marked_upright(), "TIFF")
     for order in (data, encode(marked_upright(), "TIFF", compression="tiff_lzw")):

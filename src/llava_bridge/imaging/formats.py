@@ -125,7 +125,7 @@ def open_image(data: bytes, mime: str) -> ImageFile:
             return Image.open(io.BytesIO(data), formats=[plugin])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImageError(too_many_pixels()) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         raise InvalidImageError(corrupt(mime, exc)) from None
 
 

@@ -140,5 +140,5 @@ def _decoding(mime: str) -> Iterator[None]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImageError(too_many_pixels()) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # AVIF's decoder: RuntimeError
         raise InvalidImageError(corrupt(mime, exc)) from None
