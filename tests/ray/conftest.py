@@ -8,12 +8,15 @@ asks cloud metadata addresses) before `ray.init`, and puts it back after shutdow
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray reads these two at import
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray.data", reason="the [ray] extra is not installed")
 
 from llava_bridge.ray import local_cluster

@@ -5,6 +5,11 @@ while the cluster runs and put back afterwards: usage stats off, a private short
 temporary folder (Ray's socket paths must stay short), and a `HOME` holding an empty
 ``ray_bootstrap_config.yaml`` (without it Ray looks for cloud metadata addresses). The
 model cache keeps pointing at the real home (`HF_HOME`).
+
+Ray decides at import whether "127.0.0.1" means loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
+or this machine's outward address; as this process may have imported Ray already, that
+flag is also set on Ray's constants module while the cluster runs, so every Ray process
+listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ def safe_ray_env(temp_root: str) -> dict[str, str]:
 def local_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[None]:
     """Start Ray on this machine only (127.0.0.1, no dashboard); shut it down on exit."""
     import ray
+    from ray._private import ray_constants
 
     temp_root = tempfile.mkdtemp(prefix="lbray-", dir="/tmp" if os.path.isdir("/tmp") else None)
     env = safe_ray_env(temp_root)
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # "127.0.0.1" stays loopback (see the module's docstring)
     try:
         ray.init(
             num_cpus=num_cpus,
@@ -58,6 +66,7 @@ def local_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> I
         finally:
             ray.shutdown()
     finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
