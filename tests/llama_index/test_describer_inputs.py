@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from llava_bridge.llama_index import (
     identify_images,
 )
 
-from .conftest import ColourServer, colour_png, describe_colour
+from .conftest import ColourServer, PicklableFake, colour_png, describe_colour
 
 pytestmark = pytest.mark.usefixtures("no_fal_environment")
 
@@ -174,3 +175,11 @@ def test_llm_with_backend_settings_is_refused(options: dict[str, Any], colour_ba
         ImageDescriber(llm=LlavaLLM(backend=colour_backend), **options)
     with pytest.raises(ConfigurationError, match="must be a LlamaIndex LLM"):
         ImageDescriber(llm="gpt")  # type: ignore[arg-type]
+
+
+def test_describer_with_an_llm_pickles() -> None:
+    describer = ImageDescriber(llm=LlavaLLM(backend=PicklableFake(describe_colour), max_new_tokens=21))
+    clone = pickle.loads(pickle.dumps(describer))
+    assert isinstance(clone.llm, LlavaLLM) and clone.llm.max_new_tokens == 21
+    [node] = clone(identify_images([byte_only("olive")]))
+    assert node.get_content() == "A picture dominated by the colour olive."

@@ -7,7 +7,6 @@ import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ImageBlock, MessageRole, TextBlock
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from llava_bridge.backends.base import Backend
 from llava_bridge.defaults import DESCRIBE_PROMPT
-from llava_bridge.errors import AuthenticationError, ConfigurationError, LlavaError, PermissionDeniedError
+from llava_bridge.errors import ConfigurationError
 from llava_bridge.images import ImageInput
 from llava_bridge.llama_index._backend import (
     DEFAULT_TIMEOUT,
@@ -27,6 +26,16 @@ from llava_bridge.llama_index._backend import (
     ensure_picklable,
     resolve_backend,
     restore_with_backend,
+)
+from llava_bridge.llama_index.describe_outcomes import (
+    Described,
+    ImageDescriptionError,
+    NodeFailure,
+    Outcome,
+    UnidentifiedImageError,
+    aoutcome_of,
+    mark_failed,
+    outcome_of,
 )
 from llava_bridge.llama_index.images import image_from_node, node_has_image
 from llava_bridge.llama_index.node_identity import (
@@ -54,59 +63,8 @@ _PICKLE_ADVICE = (
     "num_workers, since ImageDescriber already sends num_workers requests at once itself."
 )
 
-_FATAL = (ConfigurationError, AuthenticationError, PermissionDeniedError)
-"""Errors every node would hit alike: raised at once instead of collected."""
-
-
-@dataclass(frozen=True)
-class NodeFailure:
-    """One node whose image could not be described."""
-
-    node_id: str
-    error: LlavaError
-
-    def __str__(self) -> str:
-        return f"node {self.node_id}: {type(self.error).__name__}: {self.error}"
-
-
-class ImageDescriptionError(LlavaError):
-    """Some images could not be described; `failures` lists each node and its error."""
-
-    def __init__(self, failures: Sequence[NodeFailure], total: int) -> None:
-        shown = "\n".join(f"- {failure}" for failure in failures[:5])
-        more = f"\n- ... and {len(failures) - 5} more" if len(failures) > 5 else ""
-        super().__init__(
-            f"{len(failures)} of {total} images could not be described:\n{shown}{more}\n"
-            "Fix those images, or set on_error='skip' (drop those nodes) or 'keep' (keep them "
-            "undescribed, with the error in metadata)."
-        )
-        self.failures = tuple(failures)
-
-
-class UnidentifiedImageError(ConfigurationError):
-    """Image nodes whose text and metadata do not name their image (see `identify_images`)."""
-
-    def __init__(self, node_ids: Sequence[str]) -> None:
-        shown = ", ".join(node_ids[:3]) + (f" and {len(node_ids) - 3} more" if len(node_ids) > 3 else "")
-        super().__init__(
-            f"{len(node_ids)} image node(s) ({shown}) hold an image that neither their text nor their "
-            "metadata names, so an IngestionCache (which keys on text and metadata) could give them "
-            "another image's description. Run llava_bridge.llama_index.identify_images(nodes) first "
-            "(it writes metadata['image_sha256']), or put a file_path, file_name or image_id in "
-            "each node's metadata."
-        )
-        self.node_ids = tuple(node_ids)
-
-
-@dataclass(frozen=True)
-class Described:
-    """One node's description and the sha256 of the image described."""
-
-    text: str
-    image_sha256: str
-
-
-Outcome = Described | NodeFailure
+_LLM_SETTINGS = ("max_new_tokens", "temperature")
+"""Fields that a given llm= sets itself."""
 
 
 class ImageDescriber(TransformComponent):
@@ -175,7 +133,14 @@ class ImageDescriber(TransformComponent):
         **fields: Any,
     ) -> None:
         if llm is not None:
-            _check_llm(llm, backend, model, api_key, base_url, timeout, max_retries, fields)
+            fal: dict[str, Any] = {
+                "model": model,
+                "api_key": api_key,
+                "base_url": base_url,
+                "max_retries": max_retries,
+            }
+            fal["timeout"] = None if timeout is DEFAULT_TIMEOUT else timeout
+            _check_llm(llm, backend, fal, fields)
             fields["model_name"] = llm.metadata.model_name
             fields["llm_settings"] = llm.to_dict()
             super().__init__(**fields)
@@ -218,7 +183,7 @@ class ImageDescriber(TransformComponent):
         with self._progress(len(jobs)) as bar:
             if self.num_workers == 1 or len(jobs) <= 1:
                 for index in jobs:
-                    outcomes[index] = _outcome(self._describe, nodes[index])
+                    outcomes[index] = outcome_of(self._describe, nodes[index])
                     bar.update(1)
             else:
                 outcomes = self._run_threads(nodes, jobs, bar.update)
@@ -230,7 +195,7 @@ class ImageDescriber(TransformComponent):
         outcomes: dict[int, Outcome] = {}
         with ThreadPoolExecutor(min(self.num_workers, len(jobs)), "llava-describe") as pool:
             futures: dict[Future[Outcome], int] = {
-                pool.submit(_outcome, self._describe, nodes[index]): index for index in jobs
+                pool.submit(outcome_of, self._describe, nodes[index]): index for index in jobs
             }
             pending: Iterable[Future[Outcome]] = futures
             while pending:
@@ -260,7 +225,7 @@ class ImageDescriber(TransformComponent):
 
         async def job(index: int) -> tuple[int, Outcome]:
             async with semaphore:
-                return index, await _aoutcome(self._adescribe, owned[index])
+                return index, await aoutcome_of(self._adescribe, owned[index])
 
         outcomes: dict[int, Outcome] = {}
         tasks = [asyncio.ensure_future(job(index)) for index in jobs]
@@ -353,7 +318,7 @@ class ImageDescriber(TransformComponent):
         for index, outcome in outcomes.items():
             if isinstance(outcome, NodeFailure):
                 if self.on_error == "keep":
-                    _mark_failed(nodes[index], f"{self.metadata_key}_error", outcome)
+                    mark_failed(nodes[index], f"{self.metadata_key}_error", outcome)
             else:
                 self._write(nodes[index], outcome)
         return [node for index, node in enumerate(nodes) if index not in dropped]
@@ -382,17 +347,18 @@ class ImageDescriber(TransformComponent):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         llm = (state.get("__pydantic_private__") or {}).get("_llm")
         if llm is not None:
-            self.__init__(llm=llm, **state["__dict__"])  # type: ignore[misc]
+            fields = {k: v for k, v in state["__dict__"].items() if k not in _LLM_SETTINGS}
+            self.__init__(llm=llm, **fields)  # type: ignore[misc]
         else:
             restore_with_backend(self, state)
 
 
-def _check_llm(llm: LLM, backend: Backend | None, *settings: Any) -> None:
+def _check_llm(llm: LLM, backend: Backend | None, fal: dict[str, Any], fields: dict[str, Any]) -> None:
     """llm= replaces the backend and its settings: giving both is an error."""
-    *fal_settings, fields = settings
-    given = [name for name in ("max_new_tokens", "temperature") if name in fields]
-    if backend is not None or any(v is not None and v is not DEFAULT_TIMEOUT for v in fal_settings):
-        given.insert(0, "backend=/fal settings")
+    given = [f"{name}=" for name, value in fal.items() if value is not None]
+    given += [f"{name}=" for name in _LLM_SETTINGS if name in fields]
+    if backend is not None:
+        given.insert(0, "backend=")
     if given:
         raise ConfigurationError(
             f"llm= brings its own model and settings, so {', '.join(given)} cannot be given with it; "
@@ -408,29 +374,3 @@ def _answer(response: ChatResponse) -> str:
 
 def _text(node: BaseNode) -> str:
     return node.get_content(metadata_mode=MetadataMode.NONE)
-
-
-def _outcome(describe: Callable[[BaseNode], Described], node: BaseNode) -> Outcome:
-    try:
-        return describe(node)
-    except _FATAL:
-        raise
-    except LlavaError as error:
-        return NodeFailure(node.node_id, error)
-
-
-async def _aoutcome(describe: Callable[[BaseNode], Any], node: BaseNode) -> Outcome:
-    try:
-        described: Described = await describe(node)
-        return described
-    except _FATAL:
-        raise
-    except LlavaError as error:
-        return NodeFailure(node.node_id, error)
-
-
-def _mark_failed(node: BaseNode, key: str, failure: NodeFailure) -> None:
-    node.metadata[key] = f"{type(failure.error).__name__}: {failure.error}"
-    for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-        if key not in excluded:
-            excluded.append(key)
