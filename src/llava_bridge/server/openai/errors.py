@@ -20,8 +20,10 @@ from llava_bridge.errors import (
     APIStatusError,
     APITimeoutError,
     ContextOverflowError,
+    DeadlineExceededError,
     InvalidImageError,
     InvalidRequestError,
+    JobFailedError,
 )
 
 __all__ = ["OpenAIError", "from_exception", "from_validation"]
@@ -101,13 +103,17 @@ def from_exception(exc: BaseException) -> OpenAIError:
         return from_validation(exc)
     if isinstance(exc, APIStatusError):
         return _upstream_status(exc)
-    if isinstance(exc, APITimeoutError):
+    if isinstance(exc, JobFailedError):
+        return OpenAIError(
+            502, f"The model server's job failed: {exc}", type=SERVER_ERROR, code="upstream_error"
+        )
+    if isinstance(exc, (APITimeoutError, DeadlineExceededError)):
         return OpenAIError(504, f"The model server timed out: {exc}", type=SERVER_ERROR, code="timeout")
     if isinstance(exc, APIConnectionError):
         return OpenAIError(
             503, f"Cannot reach the model server: {exc}", type=SERVER_ERROR, code="service_unavailable"
         )
-    logger.error("A chat completion failed: %s: %s", type(exc).__name__, exc)
+    logger.error("A chat completion failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return OpenAIError(
         500, f"The model failed ({type(exc).__name__}); see the server's log.", type=SERVER_ERROR
     )

@@ -90,7 +90,13 @@ async def retrieve_model(model: str, request: Request) -> JSONResponse:
 @router.post(
     "/chat/completions",
     summary="A chat completion (or a stream of chunks), in OpenAI's format",
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "The completion."}},
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {"application/json": {}, "text/event-stream": {}},
+            "description": "The completion, or with `stream: true` its chunks as server-sent events.",
+        },
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
