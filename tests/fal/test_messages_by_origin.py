@@ -39,14 +39,16 @@ def test_servers_and_requests_are_named_by_origin(url: str, server: str, job: st
         (FAL_QUEUE, "r1", True, "timeout=2s; fal request r1 was cancelled so that it is not billed further"),
         (OWN_QUEUE, "r1", True,
          "timeout=2s; request r1 to http://gpu-box:8000 was cancelled so that it stops using the server"),
-        (FAL_QUEUE, None, True, "before fal gave a request id; if the request reached fal, the job may still"),
+        (FAL_QUEUE, None, True, "before fal gave a request id; if the request reached fal, the job may"),
         (OWN_QUEUE, None, True,
          "before the server at http://gpu-box:8000 gave a request id; if the request reached it, the job"),
         (FAL_QUEUE, None, False, "timeout=2s ran out before anything was sent"),
         (OWN_QUEUE, None, False, "timeout=2s ran out before anything was sent"),
     ],
 )  # fmt: skip
-def test_deadline_errors_are_worded_by_origin(url: str, request_id: str | None, sent: bool, says: str) -> None:
+def test_deadline_errors_are_worded_by_origin(
+    url: str, request_id: str | None, sent: bool, says: str
+) -> None:
     error = _deadline_error(2.0, url, request_id, sent=sent)
     assert says in str(error)
     assert error.request_id == request_id and error.timeout == 2.0
