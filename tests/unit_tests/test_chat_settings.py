@@ -6,14 +6,15 @@ import json
 from typing import Any
 
 import pytest
+from langchain_core import exceptions as lc_errors
 from langchain_core.load import dumpd, dumps, load
 from langchain_core.runnables import ConfigurableField
 
 from llava_bridge import FakeBackend, FalBackend
 from llava_bridge._version import __version__
 from llava_bridge.defaults import DEFAULT_ADAPTER_TIMEOUT_S
-from llava_bridge.errors import ConfigurationError, InvalidPromptError
-from llava_bridge.langchain import ChatLlava
+from llava_bridge.errors import APIConnectionError, ConfigurationError, InvalidImageError, InvalidPromptError
+from llava_bridge.langchain import ChatLlava, is_retryable
 
 BAD_SETTINGS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"max_token": 50}, ConfigurationError, "unknown argument 'max_token'. Did you mean max_tokens?"),
@@ -132,3 +133,26 @@ def test_a_model_with_a_backend_serializes_as_not_implemented() -> None:
     assert data["type"] == "not_implemented"
     with pytest.raises(NotImplementedError):
         load(data, valid_namespaces=["llava_bridge"], allowed_objects=[ChatLlava])
+
+
+def test_with_retry_does_not_retry_an_invalid_image() -> None:
+    backend = FakeBackend(error=InvalidImageError("The bytes are not an image."))
+    llm = ChatLlava(backend=backend).with_retry(exponential_jitter_params={"initial": 0.01, "max": 0.02})
+    with pytest.raises(InvalidImageError):
+        llm.invoke("hi")
+    assert len(backend.history) == 1
+
+
+def test_with_retry_retries_what_can_succeed() -> None:
+    backend = FakeBackend(error=APIConnectionError("The connection was reset."))
+    llm = ChatLlava(backend=backend).with_retry(exponential_jitter_params={"initial": 0.01, "max": 0.02})
+    with pytest.raises(APIConnectionError):
+        llm.invoke("hi")
+    assert len(backend.history) == 3
+
+
+def test_is_retryable_reads_both_error_trees() -> None:
+    assert is_retryable(APIConnectionError("reset")) and not is_retryable(InvalidImageError("x"))
+    assert is_retryable(lc_errors.ModelRateLimitError("slow down"))
+    assert not is_retryable(lc_errors.ModelAuthenticationError("bad key"))
+    assert not is_retryable(TypeError("a bug"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from llava_bridge import ImageInput, InvalidImageError, UnsupportedContentError
+from llava_bridge import FakeBackend, ImageInput, InvalidImageError, UnsupportedContentError
+from llava_bridge.langchain import ChatLlava
 from llava_bridge.langchain.messages import messages_to_request
 
 URL = "https://example.com/coffee.png"
@@ -70,9 +72,40 @@ def test_url_image_forms_keep_the_url_unfetched(block: dict[str, Any]) -> None:
     assert request.image is not None and request.image.url == URL
 
 
-def test_declared_type_that_contradicts_the_bytes_is_refused(png_b64: str) -> None:
-    with pytest.raises(InvalidImageError, match="declared as image/jpeg"):
-        convert([ask({"type": "image", "base64": png_b64, "mime_type": "image/jpeg"})])
+@pytest.mark.parametrize(
+    "block_factory",
+    [
+        pytest.param(lambda b64: {"type": "image", "base64": b64, "mime_type": "image/jpeg"}, id="v1-base64"),
+        pytest.param(
+            lambda b64: {"type": "image", "source_type": "base64", "data": b64, "mime_type": "image/jpeg"},
+            id="v0-base64",
+        ),
+        pytest.param(
+            lambda b64: {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{b64}"}},
+            id="openai-data-uri-dict",
+        ),
+        pytest.param(
+            lambda b64: {"type": "image_url", "image_url": f"data:image/jpeg;base64,{b64}"},
+            id="openai-data-uri-string",
+        ),
+        pytest.param(lambda b64: {"type": "image", "url": f"data:image/jpeg;base64,{b64}"}, id="v1-url-data"),
+    ],
+)
+def test_png_bytes_declared_as_jpeg_are_sent_as_png(
+    block_factory: Any, png_b64: str, png_bytes: bytes
+) -> None:
+    """The bytes decide the type (LLMImageBlobParser and many snippets label every image JPEG)."""
+    backend = FakeBackend("A cup of coffee.")
+    answer = ChatLlava(backend=backend).invoke([ask(block_factory(png_b64))])
+    assert answer.content == "A cup of coffee."
+    (request,) = backend.history
+    assert request.image == ImageInput.from_bytes(png_bytes) and request.image.mime_type == "image/png"
+
+
+def test_bytes_that_are_no_image_are_refused_whatever_their_label() -> None:
+    text = base64.b64encode(b"%PDF-1.7 not an image at all").decode("ascii")
+    with pytest.raises(InvalidImageError, match="not an image"):
+        convert([ask({"type": "image", "base64": text, "mime_type": "image/jpeg"})])
 
 
 def test_local_path_in_an_image_url_is_refused() -> None:

@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
+from langchain_core.runnables.retry import ExponentialJitterParams
 from langchain_core.tools import BaseTool
 from pydantic import (
     AliasChoices,
@@ -33,7 +34,7 @@ from llava_bridge.backends.base import Backend
 from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.langchain import settings
 from llava_bridge.langchain._backend import check_backend, lazy_backend, provider_name
-from llava_bridge.langchain.errors import translated_errors
+from llava_bridge.langchain.errors import is_retryable, translated_errors
 from llava_bridge.langchain.messages import MultiImagePolicy, TextOnlyPolicy, messages_to_request
 from llava_bridge.langchain.structured import structured_runnable
 from llava_bridge.prompts import CONTEXT_WINDOW, IMAGE_TOKENS, PROMPT_OVERHEAD_TOKENS, TURN_OVERHEAD_TOKENS
@@ -63,8 +64,8 @@ class _Call:
 class ChatLlava(BaseChatModel):
     """LLaVA Llama3 8B (on fal, your GPU, or any llava-bridge backend) as a chat model.
 
-    Setup: ``pip install "llava-bridge[langchain]"`` and set ``FAL_KEY`` (or pass
-    ``api_key=``), or pass ``backend=`` (e.g. ``FakeBackend()`` offline).
+    Setup: from a clone of the repository, ``pip install -e ".[langchain]"``; set
+    ``FAL_KEY`` (or pass ``api_key=``), or pass ``backend=`` (e.g. ``FakeBackend()`` offline).
 
     Messages may hold text and images: v1 ``image`` blocks (``url``, or ``base64``
     with ``mime_type``), OpenAI ``image_url`` blocks and legacy ``source_type``
@@ -78,6 +79,15 @@ class ChatLlava(BaseChatModel):
     sequences are applied by the backend, on the client. There is no tool calling
     (see ``LlavaImageTool`` for agents); ``with_structured_output`` works by JSON
     instructions in the prompt plus parsing.
+
+    Settings are checked when the model is built: an unknown argument raises
+    ``ConfigurationError`` naming the closest one (``max_token`` -> ``max_tokens``);
+    the partners' names are aliases (``model_name``, ``max_new_tokens``,
+    ``request_timeout``, ``stop_sequences``); ``timeout``, ``max_retries``, ``api_key``
+    or ``base_url`` next to ``backend=`` raise (set them on that backend). The default
+    FalBackend has a whole-call deadline, ``timeout`` (120 s unless given), and cancels
+    the job when it runs out. ``dumpd``/``load`` round-trip the settings, the key as a
+    reference to ``FAL_KEY``; ``with_retry()`` retries only errors that can succeed.
 
     Example:
         .. code-block:: python
@@ -371,7 +381,31 @@ class ChatLlava(BaseChatModel):
         text = sum(count(m.content) + TURN_OVERHEAD_TOKENS for m in request.messages)
         return text + PROMPT_OVERHEAD_TOKENS + (IMAGE_TOKENS if request.image is not None else 0)
 
-    # -- tools and structured output ----------------------------------------------------
+    # -- retries, tools and structured output ---------------------------------------------
+
+    def with_retry(
+        self,
+        *,
+        retry_if_exception_type: tuple[type[BaseException], ...] | Callable[[BaseException], bool] = (
+            is_retryable
+        ),
+        wait_exponential_jitter: bool = True,
+        exponential_jitter_params: ExponentialJitterParams | None = None,
+        stop_after_attempt: int = 3,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """LangChain's `with_retry`, retrying by default only errors that can succeed next time.
+
+        `is_retryable` decides: a timeout, a dropped connection, 429 or 5xx is retried; an
+        `InvalidImageError`, a bad request or a rejected key is raised at once. The default
+        FalBackend already retries transient failures itself, so set `max_retries=0` on this
+        model when you wrap it, or attempts multiply (3 x 5).
+        """
+        return super().with_retry(
+            retry_if_exception_type=retry_if_exception_type,
+            wait_exponential_jitter=wait_exponential_jitter,
+            exponential_jitter_params=exponential_jitter_params,
+            stop_after_attempt=stop_after_attempt,
+        )
 
     def bind_tools(
         self,

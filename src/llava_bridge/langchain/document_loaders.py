@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from llava_bridge import errors
 from llava_bridge.backends.base import Backend
-from llava_bridge.defaults import DESCRIBE_PROMPT, IMAGE_SUFFIXES
+from llava_bridge.defaults import DEFAULT_ADAPTER_TIMEOUT_S, DESCRIBE_PROMPT, IMAGE_SUFFIXES
 from llava_bridge.images import ImageInput
+from llava_bridge.langchain import settings
 from llava_bridge.langchain._backend import build_fal_backend, check_backend
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, VisionRequest, VisionResult
 
@@ -56,6 +57,11 @@ class LlavaImageLoader(BaseLoader):
     at once; Documents come back in input order. An image that fails (not an
     image, rejected by the server) is skipped and recorded in `failures`
     (`on_error="skip"`) or raised (`on_error="raise"`).
+
+    The default FalBackend gives each image a whole-call deadline of `timeout` seconds
+    (`DEFAULT_ADAPTER_TIMEOUT_S`, 120 s, unless given; None: no limit); a job still
+    queued or running then is cancelled. With `backend=`, set these on that backend:
+    `api_key`, `base_url`, `timeout` and `max_retries` next to it raise ConfigurationError.
     """
 
     def __init__(
@@ -69,7 +75,7 @@ class LlavaImageLoader(BaseLoader):
         model: str | None = None,
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = DEFAULT_ADAPTER_TIMEOUT_S,
         max_retries: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         max_concurrency: int = 4,
@@ -99,6 +105,12 @@ class LlavaImageLoader(BaseLoader):
             "timeout": timeout,
             "max_retries": max_retries,
         }
+        if backend is not None:
+            given = {k: v for k, v in self._fal_options.items() if v is not None}
+            if given.get("timeout") == DEFAULT_ADAPTER_TIMEOUT_S:
+                del given["timeout"]
+            names = {key: key for key in given}
+            settings.check_backend_conflicts(type(self).__name__, {"backend": backend, **given}, names)
         if self.directory is not None and not self.directory.is_dir():
             raise errors.ConfigurationError(f"{str(self.directory)!r} is not a directory.")
         if not self.sources and self.directory is None:
@@ -125,7 +137,12 @@ class LlavaImageLoader(BaseLoader):
 
     def _request(self, source: str | PathLike[str]) -> VisionRequest:
         image = ImageInput.coerce(source, allow_paths=True)
-        return VisionRequest(prompt=self.prompt, image=image, max_new_tokens=self.max_new_tokens)
+        return VisionRequest(
+            prompt=self.prompt,
+            image=image,
+            max_new_tokens=self.max_new_tokens,
+            model=self._fal_options["model"],
+        )
 
     def _document(self, request: VisionRequest, result: VisionResult) -> Document:
         image = request.image
@@ -227,7 +244,7 @@ class LlavaImageLoader(BaseLoader):
             from tqdm.auto import tqdm
         except ImportError:
             raise errors.ConfigurationError(
-                "show_progress=True needs tqdm: pip install 'llava-bridge[progress]'."
+                "show_progress=True needs tqdm; from a clone of the repository: pip install -e '.[progress]'."
             ) from None
         return tqdm(total=total, desc="Describing images", unit="image")
 

@@ -18,7 +18,7 @@ from langchain_core import exceptions as lc
 
 from llava_bridge import errors as core
 
-__all__ = ["langchain_error", "translated_errors"]
+__all__ = ["is_retryable", "langchain_error", "translated_errors"]
 
 # First match wins: more specific llava-bridge classes come before their bases.
 _MAPPING: tuple[tuple[type[core.LlavaError], type[lc.ModelError]], ...] = (
@@ -71,6 +71,20 @@ def langchain_error(error: core.LlavaError) -> core.LlavaError:
     translated = mixed(*error.args)
     translated.__dict__.update(error.__dict__)
     return translated
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether trying again can succeed: for `with_retry(retry_if_exception_type=is_retryable)`.
+
+    True for LangChain model errors that say so (`is_retryable`: timeouts, connection
+    failures, 429, 5xx) and llava-bridge errors marked retryable; False for everything
+    else, such as `InvalidImageError`, a bad request or a rejected key, which fail again.
+    """
+    if isinstance(error, lc.ModelError):
+        return bool(error.is_retryable)
+    if isinstance(error, core.LlavaError):
+        return error.retryable
+    return False
 
 
 @contextmanager

@@ -29,6 +29,7 @@ __all__ = [
     "MultiImagePolicy",
     "TextOnlyPolicy",
     "Turn",
+    "image_from_block",
     "message_role",
     "messages_to_request",
     "parse_content",
@@ -96,7 +97,7 @@ def parse_content(content: str | Sequence[Any], role: Role) -> Turn:
                 raise UnsupportedContentError(
                     f"An image block in a {role} message (part {position}); images go in human messages."
                 )
-            images.append(_image_from_block(block, position))
+            images.append(image_from_block(block, position))
         elif kind in _SKIPPED_IN_ANSWERS and role == "assistant":
             continue
         else:
@@ -128,7 +129,7 @@ def messages_to_request(
     )
 
 
-def _image_from_block(block: Mapping[str, Any], position: int) -> ImageInput:
+def image_from_block(block: Mapping[str, Any], position: int) -> ImageInput:
     """An ImageInput from any of the image block shapes LangChain users send."""
     where = f"image block (part {position})"
     if block.get("type") == "image_url":

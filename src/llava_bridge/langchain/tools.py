@@ -6,30 +6,52 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
-from langchain_core.tools import BaseTool, ToolException
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from langchain_core.tools import BaseTool, InjectedToolArg, ToolException
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from llava_bridge import errors
 from llava_bridge.backends.base import Backend
 from llava_bridge.images import ImageInput
+from llava_bridge.langchain import settings
 from llava_bridge.langchain._backend import check_backend, lazy_backend
+from llava_bridge.langchain.conversation_images import (
+    ImageReference,
+    NoConversationImageError,
+    conversation_image_blocks,
+    parse_reference,
+    pick_image_block,
+    state_messages,
+)
+from llava_bridge.langchain.messages import image_from_block
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, VisionRequest, VisionResult
 
 __all__ = ["LlavaImageInput", "LlavaImageTool"]
 
 _IMAGE_FORMS = "an http(s) URL or a data:image/...;base64 URI of a JPEG, PNG, WebP, GIF or BMP image"
+_FROM_CONVERSATION = (
+    "Omit image to use the latest image in the conversation, or give its index (0 = first, -1 = latest)."
+)
+_NO_CONVERSATION = (
+    "LlavaImageTool was called without an image outside an agent, so there is no conversation to "
+    "take one from. Pass image= (an http(s) URL or a data: URI), or give the tool to create_agent "
+    "or LangGraph's ToolNode, which hand it the conversation."
+)
 
 
 class LlavaImageInput(BaseModel):
-    """Arguments of `LlavaImageTool`."""
+    """Arguments of `LlavaImageTool`; `runtime` is injected by LangGraph's ToolNode, never by the model."""
 
-    image: str = Field(
-        description=f"The image to look at: {_IMAGE_FORMS} (or a local file path, if the tool allows it)."
-    )
     question: str = Field(description="What to ask about the image, e.g. 'How many people are in it?'")
+    image: str | int | None = Field(
+        default=None,
+        description=f"The image: {_IMAGE_FORMS} (or a local file path, if the tool allows it). "
+        + _FROM_CONVERSATION,
+    )
+    runtime: Annotated[Any, InjectedToolArg] = Field(default=None, exclude=True)
+    """The agent's state and context (LangGraph's ToolRuntime): where conversation images are read."""
 
 
 class LlavaImageTool(BaseTool):
@@ -58,8 +80,8 @@ class LlavaImageTool(BaseTool):
     name: str = "ask_about_image"
     description: str = (
         "Look at one image and answer a question about it (LLaVA vision model). "
-        f"Arguments: image ({_IMAGE_FORMS}) and question (one clear question). "
-        "Returns the model's answer as text."
+        f"Arguments: question (one clear question) and image ({_IMAGE_FORMS}). "
+        f"{_FROM_CONVERSATION} Returns the model's answer as text."
     )
     args_schema: type[BaseModel] = LlavaImageInput
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
@@ -71,6 +93,8 @@ class LlavaImageTool(BaseTool):
     """fal key; when None the default FalBackend uses FAL_KEY, for fal and LLAVA_FAL_BASE_URL only."""
     base_url: str | None = None
     timeout: float | None = None
+    """Whole-call deadline in seconds of the default FalBackend; the job is cancelled when it runs
+    out. Defaults to `DEFAULT_ADAPTER_TIMEOUT_S` (120 s); `None`: no limit."""
     max_retries: int | None = None
     backend: Any = Field(default=None, exclude=True)
     """Any llava-bridge backend; a FalBackend built from the fields above when None."""
@@ -80,6 +104,15 @@ class LlavaImageTool(BaseTool):
 
     _default_backend: Backend | None = PrivateAttr(default=None)
     _backend_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deadline_and_conflicts(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = settings.accepted_names(cls)
+        settings.check_backend_conflicts(cls.__name__, data, names)
+        return settings.default_deadline(data, names)
 
     @field_validator("backend")
     @classmethod
@@ -91,29 +124,58 @@ class LlavaImageTool(BaseTool):
         return lazy_backend(self)
 
     def _run(
-        self, image: str, question: str, run_manager: CallbackManagerForToolRun | None = None
+        self,
+        question: str,
+        image: str | int | None = None,
+        runtime: Annotated[Any, InjectedToolArg] = None,
+        run_manager: CallbackManagerForToolRun | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        reference = _reference(image, runtime)
         with _agent_errors():
-            request = self._request(image, question)
-            return _answer(self.get_backend().generate(request), request)
+            request, label = self._request(reference, question, runtime)
+            return _answer(self.get_backend().generate(request), label)
 
     async def _arun(
-        self, image: str, question: str, run_manager: AsyncCallbackManagerForToolRun | None = None
+        self,
+        question: str,
+        image: str | int | None = None,
+        runtime: Annotated[Any, InjectedToolArg] = None,
+        run_manager: AsyncCallbackManagerForToolRun | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        reference = _reference(image, runtime)
         with _agent_errors():
-            request = await asyncio.to_thread(self._request, image, question)
-            return _answer(await self.get_backend().agenerate(request), request)
+            request, label = await asyncio.to_thread(self._request, reference, question, runtime)
+            return _answer(await self.get_backend().agenerate(request), label)
 
-    def _request(self, image: str, question: str) -> VisionRequest:
-        return VisionRequest(
-            prompt=question,
-            image=ImageInput.coerce(image, allow_paths=self.allow_local_paths),
-            max_new_tokens=self.max_new_tokens,
-            model=self.model,
+    def _request(
+        self, reference: ImageReference | str, question: str, runtime: Any = None
+    ) -> tuple[VisionRequest, str]:
+        """The request, and a label for the image (its source, or which conversation image)."""
+        if isinstance(reference, ImageReference):
+            blocks = conversation_image_blocks(state_messages(getattr(runtime, "state", None)))
+            try:
+                block, label = pick_image_block(blocks, reference)
+            except NoConversationImageError as exc:
+                raise ToolException(str(exc)) from None
+            image = image_from_block(block, 0)
+        else:
+            image = ImageInput.coerce(reference, allow_paths=self.allow_local_paths)
+            label = image.source
+        request = VisionRequest(
+            prompt=question, image=image, max_new_tokens=self.max_new_tokens, model=self.model
         )
+        return request, label
 
 
-def _answer(result: VisionResult, request: VisionRequest) -> tuple[str, dict[str, Any]]:
+def _reference(image: str | int | None, runtime: Any) -> ImageReference | str:
+    """What `image` names; an omitted image outside an agent is the developer's error, raised."""
+    reference = parse_reference(image)
+    if isinstance(reference, ImageReference) and runtime is None:
+        raise errors.InvalidRequestError(_NO_CONVERSATION)
+    return reference
+
+
+def _answer(result: VisionResult, label: str) -> tuple[str, dict[str, Any]]:
     usage = result.usage
     artifact = {
         "model": result.model,
@@ -125,7 +187,7 @@ def _answer(result: VisionResult, request: VisionRequest) -> tuple[str, dict[str
             "total_tokens": usage.total_tokens,
             "estimated": usage.estimated,
         },
-        "image": request.image.source if request.image is not None else None,
+        "image": label,
     }
     return result.text, artifact
 
