@@ -183,3 +183,12 @@ def test_describer_with_an_llm_pickles() -> None:
     assert isinstance(clone.llm, LlavaLLM) and clone.llm.max_new_tokens == 21
     [node] = clone(identify_images([byte_only("olive")]))
     assert node.get_content() == "A picture dominated by the colour olive."
+
+
+def test_metadata_output_drops_a_readers_bytes_as_text(tmp_path: Path, colour_backend: FakeBackend) -> None:
+    folder = photo_folder(tmp_path / "photos")
+    documents = SimpleDirectoryReader(input_files=[str(folder / "forest.png")]).load_data()
+    assert "\x00" in documents[0].text
+    [node] = ImageDescriber(backend=colour_backend, output="metadata")(documents)
+    assert node.get_content() == ""
+    assert node.metadata["image_description"] == "A picture dominated by the colour green."
