@@ -4,8 +4,9 @@ A ticker coroutine sleeps 5 ms at a time beside the call and records how long ea
 sleep really took. Preparing a 12 MP JPEG on the loop would stall it for the whole
 preparation; off the loop the longest gap stays a small part of it. The bound is
 relative to the same preparation timed synchronously on this machine, so a loaded
-machine slows both sides alike. The calls go through FalBackend to a fal-protocol
-server on 127.0.0.1, so the backend's own resize and upload are covered too.
+machine slows both sides alike (and a run that meets a burst of load gets one more try).
+The calls go through FalBackend to a fal-protocol server on 127.0.0.1, so the backend's
+own resize and upload are covered too.
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ CALLS: dict[str, Callable[[str, Path], Awaitable[Any]]] = {
 async def test_image_work_stays_off_the_event_loop(
     name: str, server: FalTestServer, photo: Path, prepare_seconds: float
 ) -> None:
+    # The better of two runs: a stall on the loop shows in both, a burst of load on the machine rarely.
     gap, result = await longest_gap(CALLS[name](server.url, photo))
+    if gap >= prepare_seconds / 2:
+        gap, result = await longest_gap(CALLS[name](server.url, photo))
     assert result
     stalled, preparing = round(gap * 1000), round(prepare_seconds * 1000)
     assert gap < prepare_seconds / 2, f"{name}: the loop stalled {stalled} ms; preparing takes {preparing} ms"
