@@ -146,7 +146,7 @@ class StorageState:
 
 
 def _encode(image: ImageInput, policy: ResizePolicy | None) -> tuple[bytes, str]:
-    shrunk = image.resized(policy) if policy is not None else image
+    shrunk = image.prepared(policy)  # upright JPEG or PNG; policy None shrinks nothing
     assert shrunk.data is not None and shrunk.mime_type is not None
     return shrunk.data, shrunk.mime_type
 

@@ -98,7 +98,7 @@ def build_call(
     for index, message in enumerate(request.messages):
         content: Any = message.content
         if index == image_index and request.image is not None:
-            image = request.image.resized(resize) if resize is not None else request.image
+            image = request.image.prepared(resize)  # upright JPEG or PNG; resize None shrinks nothing
             url = image.url if image.is_url else image.to_data_uri()
             content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": content}]
         messages.append({"role": message.role, "content": content})
