@@ -1,8 +1,9 @@
 """The images of an agent's conversation, and which one a tool call refers to.
 
 A tool-calling model should not copy an image it was shown into the tool's
-arguments. It leaves `image` empty (the latest image), or names one: "latest",
-"first", or an index counting from 0 (negative counts from the end). LlamaIndex
+arguments. It leaves `image` empty (the latest image the user sent), or names one:
+"latest", "first", or an index counting from 0 (negative counts from the end), as
+`LlavaImageTool` does in LangChain. LlamaIndex
 agents keep the chat in their workflow `Context` (`ctx.store["memory"]`).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from llama_index.core.base.llms.types import ChatMessage, ImageBlock
+from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole
 from llama_index.core.workflow import Context
 
 from llava_bridge.errors import InvalidImageError
@@ -31,12 +32,18 @@ def is_reference(image: str | None) -> bool:
 
 
 async def conversation_images(ctx: Context) -> list[ImageBlock]:
-    """Every `ImageBlock` in the agent's memory, oldest first."""
+    """Every `ImageBlock` of the user's messages in the agent's memory, oldest first."""
     memory = await ctx.store.get("memory", default=None)
     if memory is None:
         return []
     messages: Sequence[ChatMessage] = await memory.aget_all()
-    return [block for message in messages for block in message.blocks if isinstance(block, ImageBlock)]
+    return [
+        block
+        for message in messages
+        if message.role == MessageRole.USER
+        for block in message.blocks
+        if isinstance(block, ImageBlock)
+    ]
 
 
 def choose_block(images: Sequence[ImageBlock], reference: str | None) -> ImageBlock:
