@@ -12,7 +12,13 @@ import pytest
 from PIL import ExifTags, Image
 
 from llava_bridge import FakeBackend, FalBackend, ImageInput, InvalidImageError, VisionRequest
-from tests.support.images import encode, marked_upright, sideways_photo, twelve_megapixel_jpeg
+from tests.support.images import (
+    encode,
+    marked_upright,
+    png_with_bad_pixels,
+    sideways_photo,
+    twelve_megapixel_jpeg,
+)
 
 from .test_image_orientation import assert_upright
 
@@ -21,10 +27,25 @@ from llava_bridge.server.background import BackgroundServer
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FalBackend, FakeBackend]]:
+def server() -> Iterator[tuple[BackgroundServer, FakeBackend]]:
     fake = FakeBackend("seen")
-    with BackgroundServer(fake) as server, FalBackend(base_url=server.url, api_key="test") as client:
+    with BackgroundServer(fake) as running:
+        yield running, fake
+
+
+@pytest.fixture(scope="module")
+def served(server: tuple[BackgroundServer, FakeBackend]) -> Iterator[tuple[FalBackend, FakeBackend]]:
+    running, fake = server
+    with FalBackend(base_url=running.url, api_key="test") as client:
         yield client, fake
+
+
+def test_without_resizing_a_photo_still_arrives_upright(server: tuple[BackgroundServer, FakeBackend]) -> None:
+    running, fake = server
+    with FalBackend(base_url=running.url, api_key="test", resize=None) as client:
+        got = received((client, fake), ImageInput.from_bytes(sideways_photo("WEBP", orientation=8)))
+    assert got.mime_type == "image/jpeg" and got.orientation == 1
+    assert_upright(got.to_pil())
 
 
 def received(served: tuple[FalBackend, FakeBackend], image: ImageInput) -> ImageInput:
@@ -64,10 +85,11 @@ def test_a_12_megapixel_photo_arrives_shrunk(served: tuple[FalBackend, FakeBacke
     assert got.mime_type == "image/jpeg" and got.size == (896, 672)
 
 
-def test_a_truncated_photo_is_refused_before_anything_is_sent(served: tuple[FalBackend, FakeBackend]) -> None:
+def test_pixels_that_do_not_decode_are_refused_before_anything_is_sent(
+    served: tuple[FalBackend, FakeBackend],
+) -> None:
     client, fake = served
-    data = encode(Image.effect_noise((300, 200), 60).convert("RGB"), "JPEG", quality=90)
-    image = ImageInput.from_bytes(data[: len(data) // 2])
+    image = ImageInput.from_bytes(png_with_bad_pixels())  # whole chunks: refused at the decode
     before = len(fake.history)
     with pytest.raises(InvalidImageError, match="corrupt or truncated"):
         client.generate(VisionRequest(prompt="What is this?", image=image))
