@@ -22,6 +22,7 @@ from langchain_core.runnables import Runnable
 
 from llava_bridge import FakeBackend, ImageInput, InvalidRequestError
 from llava_bridge.langchain import LlavaImageTool
+from llava_bridge.langchain.conversation_images import ImageReference, parse_reference
 
 from .conftest import DATA
 
@@ -74,6 +75,30 @@ def two_image_message() -> HumanMessage:
 
 
 CALLS = [{"question": "What is in the latest image?"}, {"question": "And the first?", "image": 0}]
+
+
+@pytest.mark.parametrize(
+    ("image", "index"),
+    [
+        (None, -1),
+        ("", -1),
+        ("latest", -1),
+        (" Last ", -1),
+        ("first", 0),
+        (0, 0),
+        (-2, -2),
+        ("1", 1),
+        ("#1", 1),
+        ("image 2", 2),
+    ],
+)
+def test_references_name_an_index(image: Any, index: int) -> None:
+    assert parse_reference(image) == ImageReference(index)
+
+
+def test_anything_else_is_an_image_source() -> None:
+    assert parse_reference("https://example.com/1.png") == "https://example.com/1.png"
+    assert parse_reference(" photo.jpg ") == "photo.jpg"
 
 
 def build(calls: list[dict[str, Any]]) -> tuple[Any, FakeBackend]:

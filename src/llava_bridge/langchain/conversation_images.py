@@ -1,7 +1,7 @@
 """The images of an agent's conversation, and which one a tool call refers to.
 
 An agent's model should not copy a data URI (often hundreds of KB) into tool arguments.
-`LlavaImageTool` lets it omit the image, or name one by reference: "latest", or an index
+`LlavaImageTool` lets it omit the image, or name one by reference: "latest", "first", or an index
 into the images of the conversation's human messages (0 = first, -1 = latest, as in a
 Python list). LangGraph's ToolNode (inside `create_agent`) injects the graph state,
 from which the images are read here. Anything else is an image source (URL, data URI,
@@ -26,7 +26,7 @@ __all__ = [
     "state_messages",
 ]
 
-_LATEST = frozenset({"", "latest", "last", "newest", "current"})
+_NAMED = {"": -1, "latest": -1, "last": -1, "newest": -1, "current": -1, "first": 0}
 _INDEX = re.compile(r"^(?:image\s*)?#?\s*(-?\d{1,6})$", re.IGNORECASE)
 
 
@@ -47,14 +47,14 @@ class ImageReference:
 
 
 def parse_reference(value: str | int | None) -> ImageReference | str:
-    """An `ImageReference` for None, "latest", an int or "#2"-like text; else the text itself (a source)."""
+    """An `ImageReference` for None, "latest", "first", an int or "#2"-like text; else the text (a source)."""
     if value is None:
         return ImageReference(-1)
     if isinstance(value, int) and not isinstance(value, bool):
         return ImageReference(value)
     text = str(value).strip()
-    if text.lower() in _LATEST:
-        return ImageReference(-1)
+    if text.lower() in _NAMED:
+        return ImageReference(_NAMED[text.lower()])
     match = _INDEX.match(text)
     if match:
         return ImageReference(int(match.group(1)))
