@@ -66,6 +66,14 @@ class LlavaImageTool(BaseTool):
     Local paths are read only with ``allow_local_paths=True``: the agent then
     chooses which files are read, so enable it only for trusted agents.
 
+    Inside ``create_agent`` or LangGraph's ToolNode, the agent's model may omit
+    ``image`` (the latest image of the conversation's human messages) or give
+    "latest", "first" or an index (0 = first, -1 = latest): ToolNode injects the
+    agent's state as the hidden ``runtime`` argument and the image is read from it,
+    so no image data travels in the tool call. The artifact's ``image`` then says
+    which one ("conversation image 2 of 2"). The default FalBackend has a whole-call
+    deadline, ``timeout`` (120 s unless given); the job is cancelled when it runs out.
+
     Example:
         .. code-block:: python
 
