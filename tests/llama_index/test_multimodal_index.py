@@ -11,6 +11,7 @@ from typing import Any
 from llama_index.core import Document
 from llama_index.core.embeddings import MockEmbedding, MultiModalEmbedding
 from llama_index.core.indices import MultiModalVectorStoreIndex
+from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import ImageDocument, ImageType
 
 from llava_bridge import FakeBackend, VisionRequest
@@ -95,3 +96,17 @@ async def test_async_query_engine_too(tmp_path: Path) -> None:
     response = await engine.aquery("Which colours?")
     assert len(response.metadata["image_nodes"]) == 2  # type: ignore[index]
     assert len(str(response).split(": ")[1].split(", ")) == 2
+
+
+def test_the_newer_multimodal_retriever_query_engine_works_too(tmp_path: Path) -> None:
+    """LlamaIndex's successor of the multimodal query engine: RetrieverQueryEngine(multimodal=True)."""
+    backend = FakeBackend(colours_seen)
+    index = index_of_photos(tmp_path)
+    engine = RetrieverQueryEngine.from_args(
+        retriever=index.as_retriever(), llm=LlavaLLM(backend=backend), multimodal=True
+    )
+    response = engine.query("Which colours?")
+    assert backend.history, "LlavaLLM was asked"
+    for request in backend.history:  # one call per context chunk (compact-and-refine)
+        assert request.image is not None
+    assert set(str(response).split(": ")[1].split(", ")) <= {"red", "blue", "lime"}
