@@ -12,6 +12,7 @@ from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
+from llama_index.core.workflow import Context
 
 from llava_bridge import ConfigurationError, FakeBackend, InvalidImageError, VisionRequest
 from llava_bridge.llama_index import LlavaLLM, LlavaToolSpec
@@ -239,4 +240,7 @@ async def test_outside_an_agent_an_omitted_image_is_a_clear_error(colour_backend
         await ask.acall(question="What is it?")
     with pytest.raises(InvalidImageError, match="pass image="):
         describe.call()
+    context = Context(FunctionAgent(tools=[], llm=MockFunctionCallingLLM()))
+    with pytest.raises(ConfigurationError, match="needs the async tool"):
+        spec.ask_about_image("What is it?", ctx=context)
     assert colour_backend.history == []
