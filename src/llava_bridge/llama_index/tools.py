@@ -37,8 +37,8 @@ class LlavaToolSpec(BaseToolSpec):
 
     In a `FunctionAgent` or `AgentWorkflow`, the tools read the image from the
     agent's conversation (its workflow `Context`): the model leaves `image` empty
-    for the latest image, or gives "first" or an index (0 is the first image), so it
-    never copies image data into a tool call. `image` may also be an http(s) URL
+    for the latest image the user sent, or gives "first" or an index (0 is the first
+    image), so it never copies image data into a tool call. `image` may also be an http(s) URL
     (passed to the backend, not fetched here) or a data URI. Local file paths are
     accepted only with `allow_local_paths=True`, since the agent's LLM chooses the
     string. Outside an agent, `image` is required. Backend choice and the default
