@@ -35,11 +35,13 @@ from llava_bridge.backends.base import Backend
 from llava_bridge.backends.fal.protocol import CDN_PREFIX, FILES_PATH
 from llava_bridge.server.context import ServerContext, get_context
 from llava_bridge.server.http.auth import Authenticator, AuthMiddleware
+from llava_bridge.server.http.hosts import HostAllowListMiddleware
 from llava_bridge.server.http.limits import BodySizeLimitMiddleware
 from llava_bridge.server.images.fetch import ImageFetcher
 from llava_bridge.server.images.loader import ImageResolver
 from llava_bridge.server.images.ssrf import AddressGuard, Resolver
-from llava_bridge.server.jobs import open_job_store
+from llava_bridge.server.inputs import validation_message
+from llava_bridge.server.jobs import check_job_store_location, open_job_store
 from llava_bridge.server.routes.openai_chat import router as openai_router
 from llava_bridge.server.routes.queue import router as queue_router
 from llava_bridge.server.routes.run import router as run_router
@@ -64,9 +66,11 @@ def create_app(
     """The server app for `backend`; the job store opens when the app starts (lifespan).
 
     `resolver` and `fetch_transport` replace DNS resolution and the HTTP transport
-    used to fetch image URLs (for tests).
+    used to fetch image URLs (for tests). Raises ConfigurationError at once for a
+    `db_path` no store is known for.
     """
     settings = settings or ServerSettings()
+    check_job_store_location(settings.db_path)
     authenticator = Authenticator(settings.api_key)
 
     @contextlib.asynccontextmanager
@@ -120,6 +124,8 @@ def create_app(
     _document_endpoints(app, settings.endpoints)
     app.add_middleware(AuthMiddleware, authenticator=authenticator, cdn_prefix=CDN_PREFIX)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key is None:  # outermost: a request for another host is refused first
+        app.add_middleware(HostAllowListMiddleware, allowed=settings.allowed_hosts)
     return app
 
 
@@ -176,7 +182,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         elif isinstance(value, (dict, list)) and len(repr(value)) > _MAX_ECHOED_INPUT:
             error.pop("input")
         errors.append(error)
-    return _AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    detail = jsonable_encoder(errors)
+    return _AsciiJSONResponse({"detail": detail, "message": validation_message(detail)}, status_code=422)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ import uvicorn
 
 from llava_bridge.backends.base import Backend
 from llava_bridge.server.app import create_app
+from llava_bridge.server.serving import uvicorn_config
 from llava_bridge.server.settings import DEFAULT_DB_PATH, ServerSettings
 
 __all__ = ["BackgroundServer"]
@@ -35,13 +36,8 @@ class BackgroundServer:
         if settings.db_path == DEFAULT_DB_PATH:
             self._tempdir = tempfile.TemporaryDirectory(prefix="llava-bridge-")
             settings = dataclasses.replace(settings, db_path=f"{self._tempdir.name}/jobs.sqlite3")
-        config = uvicorn.Config(
-            create_app(backend, settings),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
+        config = uvicorn_config(
+            create_app(backend, settings), settings, host="127.0.0.1", port=port, log_level="warning"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="llava-bridge-server", daemon=True)

@@ -1,7 +1,9 @@
 """Command-line flags of `llava-bridge serve` (also `python -m llava_bridge.server`).
 
 `add_serve_arguments(parser)` adds the flags to any argparse parser;
-`serve_from_args(args)` builds the backend, loads a local model, and serves.
+`serve_from_args(args)` checks the flags, builds the backend, loads a local model,
+and serves. Flags that cannot work (an endpoint id the server cannot serve, an
+unknown --db scheme) stop it before anything loads: one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pydantic import SecretStr
 from llava_bridge.backends.base import Backend
 from llava_bridge.backends.factory import make_backend
 from llava_bridge.errors import ConfigurationError, LlavaError
+from llava_bridge.server.jobs import check_job_store_location
 from llava_bridge.server.serving import configure_logging, serve
 from llava_bridge.server.settings import DEFAULT_DB_PATH, DEFAULT_ENDPOINTS, ServerSettings
 
-__all__ = ["API_KEY_ENV", "add_serve_arguments", "main", "serve_from_args"]
+__all__ = ["API_KEY_ENV", "UsageError", "add_serve_arguments", "main", "serve_from_args"]
 
 API_KEY_ENV = "LLAVA_BRIDGE_SERVER_KEY"
 """Environment variable read for the server's API key when --api-key is not given."""
@@ -34,6 +37,10 @@ LOCAL_ONLY_FLAGS = (
 )
 """Flags that only `--backend local` takes (passed to TransformersBackend)."""
 FAKE_NOTE = "The fake backend answers with canned text: its answers are NOT real model output."
+
+
+class UsageError(ConfigurationError):
+    """A flag's value cannot work; `main` prints it in one line and exits with status 2."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -139,6 +146,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         metavar="HOST:PORT",
         help="one private host image URLs may reach, repeatable (narrower than --allow-private-urls)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without an API key, also answer requests addressed (Host header) to NAME, repeatable "
+        "(always: localhost, 127.0.0.1, [::1] and the --host address)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close connections whose request headers take longer than this (default 10)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
     return parser
@@ -150,23 +172,35 @@ def serve_from_args(args: argparse.Namespace) -> None:
     Raises `LlavaError` (one line naming the model) when a local model cannot load.
     """
     log_level = "debug" if args.verbose else args.log_level
+    settings = _settings(args)
     configure_logging(log_level)  # the local model's loading is logged
     backend = _ready_backend(args)
     if args.api_key:
         _warn(f"--api-key is visible to other users of this machine; set {API_KEY_ENV} instead.")
-    key: str | None = args.api_key or os.environ.get(API_KEY_ENV)
-    settings = ServerSettings(
-        db_path=args.db or DEFAULT_DB_PATH,
-        api_key=SecretStr(key) if key else None,
-        endpoints=tuple(args.endpoint or DEFAULT_ENDPOINTS),
-        concurrency=args.concurrency,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        result_retention_s=args.result_retention,
-        purge_interval_s=min(60.0, max(args.result_retention / 4, 0.5)),
-        allow_private_urls=args.allow_private_urls,
-        allowed_url_hosts=tuple(args.allow_url_host),
-    )
     serve(host=args.host, port=args.port, backend=backend, settings=settings, log_level=log_level)
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    """The server settings the flags give; UsageError when they cannot work."""
+    key: str | None = args.api_key or os.environ.get(API_KEY_ENV)
+    try:
+        settings = ServerSettings(
+            db_path=args.db or DEFAULT_DB_PATH,
+            api_key=SecretStr(key) if key else None,
+            endpoints=tuple(args.endpoint or DEFAULT_ENDPOINTS),
+            concurrency=args.concurrency,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            result_retention_s=args.result_retention,
+            purge_interval_s=min(60.0, max(args.result_retention / 4, 0.5)),
+            allow_private_urls=args.allow_private_urls,
+            allowed_url_hosts=tuple(args.allow_url_host),
+            allowed_hosts=tuple(args.allowed_host),
+            header_timeout_s=args.header_timeout,
+        )
+        check_job_store_location(settings.db_path)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    return settings
 
 
 def _ready_backend(args: argparse.Namespace) -> Backend:
@@ -176,7 +210,7 @@ def _ready_backend(args: argparse.Namespace) -> Backend:
     }
     if local_options and args.backend != "local":
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in local_options)
-        raise ConfigurationError(f"{flags} only apply to --backend local.")
+        raise UsageError(f"{flags} only apply to --backend local.")
     backend = make_backend(
         args.backend,
         model=args.model,
@@ -209,12 +243,15 @@ def _warn(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`llava-bridge serve`; returns 1 with one line on stderr when it cannot start."""
+    """`llava-bridge serve`; one line on stderr and status 2 (bad flags) or 1 when it cannot start."""
     parser = add_serve_arguments(
         argparse.ArgumentParser(prog="llava-bridge serve", description="Serve a backend over fal's protocol.")
     )
     try:
         serve_from_args(parser.parse_args(argv))
+    except UsageError as exc:
+        print(f"llava-bridge serve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except LlavaError as exc:
         print(f"llava-bridge serve: error: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -38,6 +38,7 @@ __all__ = [
     "output_body",
     "to_vision_request",
     "validation_detail",
+    "validation_message",
 ]
 
 
@@ -50,12 +51,13 @@ class LlavaInput(BaseModel):
     prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="What to ask about the image.")
     max_new_tokens: int | None = Field(
         default=None,
+        strict=True,  # true, "5" and 5.0 are refused, as VisionRequest refuses them
         ge=1,
         le=MAX_NEW_TOKENS_LIMIT,
         description=f"Longest answer (default {DEFAULT_MAX_NEW_TOKENS}).",
     )
     max_tokens: int | None = Field(
-        default=None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Alias of max_new_tokens."
+        default=None, strict=True, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="Alias of max_new_tokens."
     )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -98,8 +100,22 @@ ErrorAnswer = tuple[int, dict[str, Any]]
 
 
 def validation_detail(field: str, message: str, kind: str) -> dict[str, Any]:
-    """fal's 422 body: a FastAPI-style list with one error."""
-    return {"detail": [{"loc": ["body", field], "msg": message, "type": kind}]}
+    """fal's 422 body: a FastAPI-style list with one error, and a readable `message`."""
+    errors = [{"loc": ["body", field], "msg": message, "type": kind}]
+    return {"detail": errors, "message": validation_message(errors)}
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """One readable line for a 422's error list (fal's JavaScript client shows `message`).
+
+    Each error reads `field: what is wrong`, e.g. ``max_new_tokens: Input should be a valid integer``.
+    """
+    parts = []
+    for error in errors:
+        where = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+        text = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(where)}: {text}" if where else text)
+    return "; ".join(parts) or "The request is not valid."
 
 
 def error_answer(exc: BaseException) -> ErrorAnswer:

@@ -9,12 +9,14 @@ from dataclasses import replace
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from llava_bridge.backends.base import Backend
 from llava_bridge.server.app import create_app
+from llava_bridge.server.http.header_timeout import with_header_timeout
 from llava_bridge.server.settings import DEFAULT_DB_PATH, ServerSettings
 
-__all__ = ["READY_LINE", "configure_logging", "serve"]
+__all__ = ["READY_LINE", "configure_logging", "serve", "uvicorn_config"]
 
 READY_LINE = "llava-bridge serving on {url}"
 """Printed to stdout, once, when the server accepts connections (with the real port)."""
@@ -65,21 +67,36 @@ def serve(
     if allow_private_urls:
         changes["allow_private_urls"] = True
     final = replace(base, **changes) if changes else base
+    final = replace(final, allowed_hosts=(host, *final.allowed_hosts))  # its own address is its name
     configure_logging(log_level)
     if host not in ("127.0.0.1", "localhost", "::1") and final.api_key is None:
-        logger.warning("Serving on %s without an API key: anyone who can reach it can use it.", host)
+        logger.warning(
+            "Serving on %s without an API key: anyone who can reach it can use it "
+            "(requests must name this host or one given with --allowed-host).",
+            host,
+        )
     if final.db_path == DEFAULT_DB_PATH:
         logger.info("Jobs are kept in %s (change with --db).", final.db_path)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         create_app(backend, final),
+        final,
         host=host,
         port=port,
-        log_config=None,
         log_level=log_level,
-        access_log=False,
         timeout_graceful_shutdown=10,
     )
     _AnnouncingServer(config).run()
+
+
+def uvicorn_config(app: Any, settings: ServerSettings, **options: Any) -> uvicorn.Config:
+    """uvicorn's config for the app, with the settings' header timeout on every connection."""
+    return uvicorn.Config(
+        app,
+        http=with_header_timeout(AutoHTTPProtocol, settings.header_timeout_s),
+        log_config=None,
+        access_log=False,
+        **options,
+    )
 
 
 def configure_logging(level: str) -> None:

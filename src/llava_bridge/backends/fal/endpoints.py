@@ -11,11 +11,11 @@ generated types say `max_tokens`, taken to be stale). `temperature`, `top_p` and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llava_bridge.backends.fal.protocol import endpoint_id_problem
 from llava_bridge.defaults import DEFAULT_ENDPOINT
 from llava_bridge.errors import ConfigurationError, JobFailedError
 from llava_bridge.prompts import estimate_tokens
@@ -38,7 +38,6 @@ CHARS_PER_TOKEN = 4.0
 LENGTH_GUESS_RATIO = 0.9
 """An answer this close to max_new_tokens (estimated) is taken as cut off by the limit."""
 _NAMESPACES = ("workflows", "comfy")
-_ENDPOINT = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)+$")
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def profile_for(endpoint: str) -> EndpointProfile:
 def check_endpoint(endpoint: str) -> str:
     """`owner/alias[/path]`, stripped of slashes; raise ConfigurationError otherwise."""
     cleaned = endpoint.strip().strip("/")
-    if not _ENDPOINT.match(cleaned):
+    if endpoint_id_problem(cleaned) is not None:
         raise ConfigurationError(
             f"{endpoint!r} is not a fal endpoint id; use the form 'owner/alias', e.g. {DEFAULT_ENDPOINT!r}."
         )

@@ -16,6 +16,7 @@ Under one `base_url` (`LLAVA_FAL_BASE_URL`, `llava-bridge serve`) they live at:
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "CancelOutcome",
     "JobState",
     "cancel_path",
+    "endpoint_id_problem",
+    "request_id_problem",
     "response_path",
     "status_path",
     "status_stream_path",
@@ -131,3 +134,43 @@ CANCEL_OK: Final = "OK"
 CANCELLATION_REQUESTED: Final = "CANCELLATION_REQUESTED"
 ALREADY_COMPLETED: Final = "ALREADY_COMPLETED"
 NOT_FOUND: Final = "NOT_FOUND"
+
+
+# -- ids -------------------------------------------------------------------------------
+
+MAX_REQUEST_ID: Final = 200
+_ID_PART = re.compile(r"[A-Za-z0-9_.-]+")
+ID_CHARACTERS: Final = "ASCII letters, digits, '-', '_' and '.'"
+
+
+def endpoint_id_problem(endpoint: str) -> str | None:
+    """Why `endpoint` is not a usable endpoint id (`owner/alias[/path]`), or None when it is.
+
+    Every `/`-separated part is made of `ID_CHARACTERS` and is not `.` or `..`, and the
+    owner starts with a letter or digit: an id never leaves its place in a URL path, and
+    carries no control character (a trailing newline included).
+    """
+    parts = endpoint.split("/")
+    if len(parts) < 2:
+        return "it needs an owner and an alias, 'owner/alias'"
+    for part in parts:
+        if not _ID_PART.fullmatch(part):
+            return f"each part between '/' must be {ID_CHARACTERS}, not {part!r}"
+        if part in (".", ".."):
+            return f"a part cannot be {part!r}"
+    if not parts[0][0].isalnum():
+        return "the owner must start with a letter or digit"
+    return None
+
+
+def request_id_problem(request_id: str) -> str | None:
+    """Why `request_id` is not a usable request id, or None when it is.
+
+    1 to `MAX_REQUEST_ID` of `ID_CHARACTERS`, and not `.` or `..` (so it is one path
+    segment that no URL normalisation removes); no `/`, no control characters.
+    """
+    if not 1 <= len(request_id) <= MAX_REQUEST_ID or not _ID_PART.fullmatch(request_id):
+        return f"it must be 1 to {MAX_REQUEST_ID} of {ID_CHARACTERS}"
+    if request_id in (".", ".."):
+        return f"it cannot be {request_id!r}"
+    return None

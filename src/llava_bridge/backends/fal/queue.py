@@ -10,7 +10,6 @@ exactly once, in a `FalStatus` update emitted when something changed.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from llava_bridge.backends.fal.protocol import (
     PROPOSED_ID_HEADER,
     REQUEST_ID_HEADER,
     cancel_path,
+    request_id_problem,
     response_path,
     status_path,
     status_stream_path,
@@ -72,7 +72,6 @@ logger = logging.getLogger("llava_bridge.fal")
 
 CANCEL_TIMEOUT = 5.0
 """Seconds the cancel sent after a timeout= or an interruption may take."""
-_REQUEST_ID = re.compile(r"^[\w.-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ class Job:
 
     @classmethod
     def resume(cls, request_id: str, endpoint: str, queue_url: str) -> Job:
-        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        if not isinstance(request_id, str) or request_id_problem(request_id) is not None:
             raise InvalidRequestError(
                 f"{request_id!r} is not a fal request id (letters, digits, '-', '_' and '.')."
             )
@@ -236,7 +235,7 @@ def submit_flow(
     response, data = yield from call(config, deadline, request)
     raise_for_status(response, endpoint=endpoint)
     request_id = data.get("request_id") if isinstance(data, Mapping) else None
-    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+    if not isinstance(request_id, str) or request_id_problem(request_id) is not None:
         raise unexpected_answer(response, "The submit answer had no usable 'request_id'")
     if request_id == proposed:
         config.idempotent_hosts.add(config.queue_url)

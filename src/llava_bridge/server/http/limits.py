@@ -8,12 +8,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["BodySizeLimitMiddleware"]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodySizeLimitMiddleware:
-    """Answers 413 when `Content-Length` or the streamed body exceeds `max_bytes`."""
+    """Answers 413 when `Content-Length` or the streamed body exceeds `max_bytes`.
+
+    A body without `Content-Length` (chunked) is read here first, counting, up to the
+    cap; over it the answer is 413 at once, else the app gets the body as if streamed.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -23,39 +23,40 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length: str | None = None
         for key, value in scope.get("headers", []):
             if key.lower() == b"content-length":
-                text = bytes(value).decode("latin-1").strip()
-                if text.isdigit() and int(text) > self.max_bytes:
-                    await self._refuse(scope, receive, send)
-                    return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+                length = bytes(value).decode("latin-1").strip()
+        if length is not None:  # the HTTP parser holds the body to this length
+            if length.isdigit() and int(length) > self.max_bytes:
                 await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away: let the app see it
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = (
             f"The request body is over this server's {self.max_bytes:,}-byte limit; "
             "send a smaller image (or upload it first), or raise --max-body-mb."
         )
-        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        await JSONResponse({"detail": detail}, status_code=413, headers={"Connection": "close"})(
+            scope, receive, send
+        )

@@ -15,7 +15,7 @@ from llava_bridge.server.jobs.memory import MemoryJobStore
 from llava_bridge.server.jobs.protocol import JobStore
 from llava_bridge.server.jobs.sqlite import SQLiteJobStore
 
-__all__ = ["STORES", "JobStore", "open_job_store"]
+__all__ = ["STORES", "JobStore", "check_job_store_location", "open_job_store"]
 
 STORES: dict[str, Callable[[str], Awaitable[JobStore]]] = {
     "sqlite": SQLiteJobStore.open,
@@ -24,15 +24,25 @@ STORES: dict[str, Callable[[str], Awaitable[JobStore]]] = {
 """URL scheme -> the store's opener, which gets what follows ``scheme://``."""
 
 
-async def open_job_store(location: str) -> JobStore:
-    """Open the store `location` names (see the module docstring)."""
+def check_job_store_location(location: str) -> None:
+    """Raise ConfigurationError (naming --db) when no store is known for `location`'s scheme."""
+    _opener(location)
+
+
+def _opener(location: str) -> tuple[Callable[[str], Awaitable[JobStore]], str]:
     scheme, separator, rest = location.partition("://")
     if not separator:
-        return await SQLiteJobStore.open(location)
+        return SQLiteJobStore.open, location
     opener = STORES.get(scheme.lower())
     if opener is None:
         raise ConfigurationError(
             f"No job store is known for '{scheme}://' locations (--db); use a file path (SQLite) "
             f"or one of {', '.join(name + '://' for name in STORES)}."
         )
+    return opener, rest
+
+
+async def open_job_store(location: str) -> JobStore:
+    """Open the store `location` names (see the module docstring)."""
+    opener, rest = _opener(location)
     return await opener(rest)

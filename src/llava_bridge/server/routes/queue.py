@@ -22,6 +22,7 @@ from llava_bridge.backends.fal.protocol import (
     REQUEST_ID_HEADER,
     CancelOutcome,
     cancel_path,
+    request_id_problem,
     response_path,
     status_path,
     status_stream_path,
@@ -174,7 +175,14 @@ def _proposed_id(header: str | None) -> str | None:
         ) from None
 
 
+def _check_id(job_id: str) -> None:
+    problem = request_id_problem(job_id)
+    if problem is not None:
+        raise HTTPException(400, detail=f"{job_id!r} is not a request id: {problem}.", headers=_bad_request)
+
+
 async def _job(context: ServerContext, app: str, job_id: str) -> Job:
+    _check_id(job_id)
     job = await context.store.get(job_id)
     if job is None or job.app != app:
         raise HTTPException(404, detail=f"Request {job_id!r} not found (unknown, or its result has expired).")
@@ -317,6 +325,7 @@ _CANCEL_CODES: dict[CancelOutcome, int] = {
 )
 async def cancel(owner: str, alias: str, request_id: str, context: Context) -> JSONResponse:
     app = context.app_id(owner, alias)
+    _check_id(request_id)
     job = await context.store.get(request_id)
     outcome: CancelOutcome = NOT_FOUND
     if job is not None and job.app == app:

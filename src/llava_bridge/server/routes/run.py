@@ -1,6 +1,7 @@
 """fal's synchronous run and `/stream`, under `RUN_PREFIX`.
 
 `POST {RUN_PREFIX}/{owner}/{alias}` answers with the output in the same response.
+Both answers (errors too) carry a fresh request id in `X-Fal-Request-Id`, as fal's do.
 `POST {RUN_PREFIX}/{owner}/{alias}/stream` answers with server-sent events, each
 `{"output": <text so far>, "partial": true}`, then a last one with
 `"partial": false`, `finish_reason` and `usage`. Bad input is refused with a
@@ -10,6 +11,7 @@ JSON 4xx before the stream starts; a failure mid-stream ends it with an
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +19,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from llava_bridge.backends.fal.protocol import APP_TEMPLATE, ERROR_TYPE_HEADER, RUN_PREFIX, STREAM_SUFFIX
+from llava_bridge.backends.fal.protocol import (
+    APP_TEMPLATE,
+    ERROR_TYPE_HEADER,
+    REQUEST_ID_HEADER,
+    RUN_PREFIX,
+    STREAM_SUFFIX,
+)
 from llava_bridge.server.context import Context, base_url
 from llava_bridge.server.http.sse import sse_event
 from llava_bridge.server.inputs import LlavaInput, LlavaOutput, error_answer, output_body
@@ -40,14 +48,16 @@ async def run(
     owner: str, alias: str, arguments: LlavaInput, request: Request, context: Context
 ) -> JSONResponse:
     context.app_id(owner, alias)
+    headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}
     file_id = context.resolver.stored_file_id(arguments.image_url, base_url(request))
     try:
         result = await context.runner.run_now(arguments.model_dump(exclude_none=True), file_id)
     except Exception as exc:
         status, body = error_answer(exc)
-        headers = {ERROR_TYPE_HEADER: body["error_type"]} if "error_type" in body else None
+        if "error_type" in body:
+            headers[ERROR_TYPE_HEADER] = body["error_type"]
         return JSONResponse(body, status_code=status, headers=headers)
-    return JSONResponse(output_body(result))
+    return JSONResponse(output_body(result), headers=headers)
 
 
 @router.post(
@@ -60,6 +70,7 @@ async def stream(
     owner: str, alias: str, arguments: LlavaInput, request: Request, context: Context
 ) -> StreamingResponse | JSONResponse:
     context.app_id(owner, alias)
+    request_id = str(uuid.uuid4())
     file_id = context.resolver.stored_file_id(arguments.image_url, base_url(request))
     chunks = context.runner.stream_now(arguments.model_dump(exclude_none=True), file_id)
     try:
@@ -67,7 +78,7 @@ async def stream(
     except Exception as exc:
         await chunks.aclose()
         status, body = error_answer(exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers={REQUEST_ID_HEADER: request_id})
 
     async def events() -> AsyncIterator[str]:
         text = ""
@@ -90,6 +101,6 @@ async def stream(
     return StreamingResponse(
         events(),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
+        headers={"Cache-Control": "no-cache", REQUEST_ID_HEADER: request_id},
         background=BackgroundTask(chunks.aclose),
     )
