@@ -16,13 +16,14 @@ from llava_bridge._extras import require_extra
 
 require_extra("ray", "ray", "ray.data", "pyarrow", what="llava_bridge.ray")
 
-from llava_bridge.ray.cancel import CANCELLED, CancelSignal  # noqa: E402
+from llava_bridge.ray.cancel import CANCELLED, NOT_STARTED, CancelSignal  # noqa: E402
 from llava_bridge.ray.cluster import local_cluster  # noqa: E402
 from llava_bridge.ray.describer import OUTPUT_COLUMNS, LlavaDescriber, describe_dataset  # noqa: E402
 from llava_bridge.ray.spec import BackendFactory, BackendSpec  # noqa: E402
 
 __all__ = [
     "CANCELLED",
+    "NOT_STARTED",
     "OUTPUT_COLUMNS",
     "BackendFactory",
     "BackendSpec",

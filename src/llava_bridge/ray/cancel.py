@@ -3,7 +3,8 @@
 Ray Data cannot interrupt a batch an actor is working on, and killing the actor would
 leave its jobs running on the server (and billed). Instead the driver calls `cancel()`:
 each describer cancels the requests it has in flight (the backend cancels their jobs),
-returns their rows marked `CANCELLED`, and does no work on later batches. `wait_idle()`
+returns their rows marked `CANCELLED` (or `NOT_STARTED` for rows still waiting), and does no
+work on later batches. `wait_idle()`
 returns once no describer is inside a batch any more.
 """
 
@@ -15,10 +16,12 @@ from typing import Any
 
 import ray
 
-__all__ = ["CANCELLED", "CancelSignal"]
+__all__ = ["CANCELLED", "NOT_STARTED", "CancelSignal"]
 
-CANCELLED = "Cancelled: the run was interrupted before this image was described."
-"""The `error` of a row whose request was cancelled (or never started) by `CancelSignal.cancel`."""
+CANCELLED = "Cancelled: the run was interrupted while this image was being described."
+"""The `error` of a row whose request was in flight at `CancelSignal.cancel` (its job was cancelled)."""
+NOT_STARTED = "Not started: the run was interrupted before this image was sent."
+"""The `error` of a row no request was made for because the run was cancelled first."""
 
 
 class _SignalActor:

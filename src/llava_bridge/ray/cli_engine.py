@@ -35,7 +35,7 @@ from llava_bridge.describe import (
     expand_sources,
 )
 from llava_bridge.errors import InvalidRequestError, LlavaError
-from llava_bridge.ray.cancel import CANCELLED, CancelSignal
+from llava_bridge.ray.cancel import CANCELLED, NOT_STARTED, CancelSignal
 from llava_bridge.ray.cluster import local_cluster
 from llava_bridge.ray.describer import HTTP_ACTORS, describe_dataset
 from llava_bridge.ray.output import open_writer, previous_records
@@ -175,14 +175,15 @@ def _run(
         max_new_tokens=options.max_new_tokens,
         actors=actors,
         max_in_flight=in_flight,
+        keep_images=False,
         cancel_signal=cancel,
-    ).select_columns(list(RECORD_FIELDS))
+    )
     writer = open_writer(out, kept)
     stopped = False
     with _ctrl_c(cancel) as interrupted:
         try:
-            for batch in described.iter_batches(batch_size=None, batch_format="pandas"):
-                for record in batch.to_dict("records"):
+            for batch in described.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for record in batch.select(list(RECORD_FIELDS)).to_pylist():
                     _take(record, writer, summary)
                 if interrupted.is_set():
                     summary.interrupted = True
@@ -200,20 +201,14 @@ def _run(
 
 
 def _take(record: dict[str, Any], writer: Any, summary: DescribeSummary) -> None:
-    record = {name: _plain(record.get(name)) for name in RECORD_FIELDS}
-    if record["error"] == CANCELLED:
-        summary.cancelled += 1
+    if record["error"] in (CANCELLED, NOT_STARTED):
+        summary.cancelled += record["error"] == CANCELLED
         return
     writer.write(record)
     if record["error"] is None:
         summary.described += 1
     else:
         summary.failures[record["source"]] = record["error"]
-
-
-def _plain(value: Any) -> Any:
-    """pandas' missing values (None or NaN) as None."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def _llava_cause(exc: BaseException) -> LlavaError | None:

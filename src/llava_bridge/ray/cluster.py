@@ -43,8 +43,9 @@ def safe_ray_env(temp_root: str) -> dict[str, str]:
 @contextlib.contextmanager
 def local_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[None]:
     """Start Ray on this machine only (127.0.0.1, no dashboard); shut it down on exit."""
-    import ray
     from ray._private import ray_constants
+
+    import ray
 
     temp_root = tempfile.mkdtemp(prefix="lbray-", dir="/tmp" if os.path.isdir("/tmp") else None)
     env = safe_ray_env(temp_root)

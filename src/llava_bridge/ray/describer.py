@@ -17,7 +17,7 @@ import numpy as np
 from llava_bridge.backends.base import Backend
 from llava_bridge.describe import DEFAULT_DESCRIBE_PROMPT, describe_image
 from llava_bridge.errors import InvalidRequestError
-from llava_bridge.ray.cancel import CANCELLED, CancelSignal
+from llava_bridge.ray.cancel import CANCELLED, NOT_STARTED, CancelSignal
 from llava_bridge.ray.columns import image_column_of, image_loader
 from llava_bridge.ray.spec import BackendFactory, BackendSpec, build_backend
 from llava_bridge.types import DEFAULT_MAX_NEW_TOKENS, VisionRequest
@@ -42,7 +42,8 @@ class LlavaDescriber:
 
     `image_column` holds bytes (`read_binary_files`), pixel arrays (`read_images`), or
     paths or URLs; by default the first of image, bytes, source, path, url. The batch
-    comes back with the columns `description`, `error`, `model` and `request_id`.
+    comes back with the columns `description`, `error`, `model` and `request_id` (and without
+    the image column when `keep_images` is false: less to move when only the text matters).
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class LlavaDescriber:
         prompt: str = DEFAULT_DESCRIBE_PROMPT,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         max_in_flight: int = HTTP_MAX_IN_FLIGHT,
+        keep_images: bool = True,
         cancel_actor: Any = None,
     ) -> None:
         if max_in_flight < 1:
@@ -61,6 +63,7 @@ class LlavaDescriber:
         self.backend: Backend = build_backend(backend)
         self.image_column = image_column
         self.prompt, self.max_new_tokens, self.max_in_flight = prompt, max_new_tokens, max_in_flight
+        self.keep_images = keep_images
         self._cancel_actor = cancel_actor
         self._slots: asyncio.Semaphore | None = None
         self._rows: set[asyncio.Task[dict[str, Any]]] = set()
@@ -73,7 +76,7 @@ class LlavaDescriber:
         if self._cancel_actor is None:
             records = await self._describe_all(values)
         elif await self._cancel_actor.enter.remote():
-            records = [_cancelled_record() for _ in values]
+            records = [_stopped_record(NOT_STARTED) for _ in values]
         else:
             try:
                 records = await self._describe_all(values)
@@ -81,6 +84,8 @@ class LlavaDescriber:
                 await self._cancel_actor.leave.remote()
         for name in OUTPUT_COLUMNS:
             batch[name] = np.array([record[name] for record in records], dtype=object)
+        if not self.keep_images and column != "source":
+            del batch[column]
         return batch
 
     async def _describe_all(self, values: list[Any]) -> list[dict[str, Any]]:
@@ -101,16 +106,18 @@ class LlavaDescriber:
 
     async def _describe_row(self, value: Any) -> dict[str, Any]:
         assert self._slots is not None
+        started = False
         try:
             async with self._slots:
                 if self._cancelled:
-                    return _cancelled_record()
+                    return _stopped_record(NOT_STARTED)
+                started = True
                 return await describe_image(
                     self.backend, image_loader(value), prompt=self.prompt, max_new_tokens=self.max_new_tokens
                 )
         except asyncio.CancelledError:
             if self._cancelled:  # our own cancel (the run was interrupted): the row says so
-                return _cancelled_record()
+                return _stopped_record(CANCELLED if started else NOT_STARTED)
             raise
 
     async def _watch_cancel(self) -> None:
@@ -123,8 +130,8 @@ class LlavaDescriber:
             task.cancel()  # the backend cancels the row's job before the task ends
 
 
-def _cancelled_record() -> dict[str, Any]:
-    return {"description": None, "model": None, "request_id": None, "error": CANCELLED}
+def _stopped_record(error: str) -> dict[str, Any]:
+    return {"description": None, "model": None, "request_id": None, "error": error}
 
 
 def describe_dataset(
@@ -139,6 +146,7 @@ def describe_dataset(
     batch_size: int | None = None,
     num_gpus: float | None = None,
     num_cpus: float | None = None,
+    keep_images: bool = True,
     cancel_signal: CancelSignal | None = None,
 ) -> Any:
     """`ds` with `description`, `error`, `model` and `request_id` columns, described lazily.
@@ -167,6 +175,7 @@ def describe_dataset(
         "prompt": prompt,
         "max_new_tokens": max_new_tokens,
         "max_in_flight": max_in_flight or (GPU_MAX_IN_FLIGHT if gpu else HTTP_MAX_IN_FLIGHT),
+        "keep_images": keep_images,
         "cancel_actor": cancel_signal.actor if cancel_signal is not None else None,
     }
     return ds.map_batches(
