@@ -1,5 +1,5 @@
-"""A kept-alive connection the server closed before reading the next request: our pools
-send that request once more on a new connection, even a POST, and only then.
+"""A kept-alive connection the server closed before reading the next request: our pools and
+the httpx adapter send that request once more on a new connection, even a POST, and only then.
 
 The server is a script on real loopback sockets (the `Server` of the hostile-server
 tests); it counts the requests that reached it, so each case shows whether a request
@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 from typing import Any
 
+import httpx
 import pytest
 
 from llava_bridge.backends._transport.async_pool import AsyncPool
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
+from llava_bridge.backends._transport.httpx_adapter import HttpxAsync, HttpxSync
 from llava_bridge.backends._transport.sync_pool import SyncPool
 from llava_bridge.retry import Failure, Phase
 
@@ -29,10 +32,12 @@ class Script:
     """Answers each request with `OK`, except that request number `drop_at` on a
     connection gets `reply` (nothing, by default) and then the connection is closed."""
 
-    def __init__(self, drop_at: int, reply: bytes = b"", *, hang: bool = False) -> None:
+    def __init__(self, drop_at: int, reply: bytes = b"", *, hang: bool = False, reset: bool = False) -> None:
         self.drop_at = drop_at
         self.reply = reply
         self.hang = hang
+        self.reset = reset
+        """Close with a reset (SO_LINGER 0) rather than an orderly end."""
         self.requests = 0
         self.released = threading.Event()
         """Set when the test ends: a hanging answer stops waiting."""
@@ -50,7 +55,10 @@ class Script:
             self.released.wait(30)
         if self.reply:
             sock.sendall(self.reply)
-        sock.shutdown(socket.SHUT_RDWR)
+        if self.reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
 
@@ -76,21 +84,24 @@ def post(url: str, read_timeout: float = 10.0) -> HttpRequest:
     )
 
 
+MODES = ["sync-pool", "async-pool", "sync-httpx", "async-httpx"]
+
+
 def two_posts(url: str, mode: str, read_timeout: float = 10.0) -> list[HttpResponse | TransportFailure]:
-    """Two POSTs one after the other through one pool (sync or async)."""
-    if mode == "sync":
-        pool = SyncPool()
+    """Two POSTs one after the other through one transport (`mode`)."""
+    if mode.startswith("sync"):
+        transport = SyncPool() if mode == "sync-pool" else HttpxSync(httpx.Client())
         try:
-            return [pool.send(post(url, read_timeout)) for _ in range(2)]
+            return [transport.send(post(url, read_timeout)) for _ in range(2)]
         finally:
-            pool.close()
+            transport.close()
 
     async def go() -> list[HttpResponse | TransportFailure]:
-        pool = AsyncPool()
+        transport = AsyncPool() if mode == "async-pool" else HttpxAsync(httpx.AsyncClient())
         try:
-            return [await pool.send(post(url, read_timeout)) for _ in range(2)]
+            return [await transport.send(post(url, read_timeout)) for _ in range(2)]
         finally:
-            await pool.aclose()
+            await transport.aclose()
 
     return asyncio.run(go())
 
@@ -110,17 +121,25 @@ def serve() -> Any:
         server.stop()
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_post_on_a_connection_closed_while_idle_is_sent_again_on_a_new_one(serve: Any, mode: str) -> None:
-    script = Script(drop_at=2)
+@pytest.mark.parametrize("close", ["end", "reset"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_post_on_a_connection_closed_while_idle_is_sent_again_on_a_new_one(
+    serve: Any, mode: str, close: str
+) -> None:
+    script = Script(drop_at=2, reset=close == "reset")
     server = serve(script)
     first, second = two_posts(server.url, mode)
     assert isinstance(first, HttpResponse) and first.body == b"ok"
+    if mode.endswith("httpx") and close == "end":
+        # httpx cannot tell an end before any answer from one after part of it: not re-sent
+        assert isinstance(second, TransportFailure) and second.failure is Failure.AFTER_SEND
+        assert (server.accepted, script.requests) == (1, 2)
+        return
     assert isinstance(second, HttpResponse) and second.body == b"ok"
     assert (server.accepted, script.requests) == (2, 3)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_new_connection_closed_unanswered_is_not_sent_again(serve: Any, mode: str) -> None:
     script = Script(drop_at=1)
     server = serve(script)
@@ -129,7 +148,7 @@ def test_a_new_connection_closed_unanswered_is_not_sent_again(serve: Any, mode: 
     assert script.requests == 2  # one per call: neither was re-sent
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_reused_connection_closed_after_part_of_an_answer_is_not_sent_again(serve: Any, mode: str) -> None:
     script = Script(drop_at=2, reply=b"HTTP/1.1 200 OK\r\nContent-")
     server = serve(script)
@@ -139,7 +158,7 @@ def test_a_reused_connection_closed_after_part_of_an_answer_is_not_sent_again(se
     assert (server.accepted, script.requests) == (1, 2)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_reused_connection_that_times_out_is_not_sent_again(serve: Any, mode: str) -> None:
     script = Script(drop_at=2, hang=True)
     server = serve(script)

@@ -36,6 +36,7 @@ from llava_bridge.backends._transport.pool_base import (
     shorter,
     tls_context,
 )
+from llava_bridge.backends._transport.shells import AsyncShell
 from llava_bridge.retry import Failure
 
 __all__ = ["AsyncBody", "AsyncPool"]
@@ -136,7 +137,7 @@ class _Link(asyncio.Protocol):
                 timer.cancel()
 
 
-class AsyncPool:
+class AsyncPool(AsyncShell["AsyncBody"]):
     """Keep-alive connections per origin for one event loop, at most `max_connections` at once."""
 
     def __init__(
@@ -156,30 +157,6 @@ class AsyncPool:
         self._connections: IdleSet[_Link] = IdleSet(max_connections, keepalive_expiry, clock)
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
-        """The whole response to `request`, or why there is none."""
-        started = await self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        head, body = started
-        try:
-            return response(head, await body.read_all())
-        except Broken as exc:
-            return exc.failure
-
-    async def open(self, request: HttpRequest) -> tuple[HttpResponse, AsyncBody | None] | TransportFailure:
-        """The response's head and its body to read piece by piece (an error body is read whole)."""
-        started = await self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        head, body = started
-        if 200 <= head.status_code < 300:
-            return response(head), body
-        try:
-            return response(head, await body.read_all()), None
-        except Broken as exc:
-            return exc.failure
-
     def close(self) -> None:
         """Close the idle connections; those in use close when they are given back."""
         self._connections.close_idle()
@@ -192,7 +169,7 @@ class AsyncPool:
 
     async def _start(
         self, request: HttpRequest, *, fresh: bool = False
-    ) -> tuple[Head, AsyncBody] | TransportFailure:
+    ) -> tuple[HttpResponse, AsyncBody] | TransportFailure:
         """Send `request` and read the response head. A kept-alive connection the server had
         closed before reading the request is given up and the request sent once more on a
         new connection (`fresh`)."""
@@ -223,7 +200,7 @@ class AsyncPool:
             raise
         body = AsyncBody(self, link, request.read_timeout, ends)
         try:
-            return await body.head(), body
+            return response(await body.head()), body
         except Broken as exc:
             if exc.resend and not fresh:
                 return await self._start(request, fresh=True)
@@ -318,12 +295,6 @@ class AsyncBody:
         Raises `Broken`."""
         event = await self._next(timeout)
         return event if isinstance(event, bytes) else b""
-
-    async def read_all(self) -> bytes:
-        pieces = []
-        while piece := await self.read():
-            pieces.append(piece)
-        return b"".join(pieces)
 
     async def close(self, drain: float = 0.0) -> None:
         """Stop reading; with `drain`, read the body's end for up to that many seconds first,

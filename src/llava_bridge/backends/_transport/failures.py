@@ -23,7 +23,15 @@ from llava_bridge.backends._transport.bodies import ResponseLimitExceeded
 from llava_bridge.backends._transport.effects import TransportFailure
 from llava_bridge.retry import Failure
 
-__all__ = ["Outcome", "ResponseLimitExceeded", "UnusableRequest", "classify", "describe", "to_failure"]
+__all__ = [
+    "Outcome",
+    "ResponseLimitExceeded",
+    "UnusableRequest",
+    "classify",
+    "closed_before_reading",
+    "describe",
+    "to_failure",
+]
 
 
 class Outcome(enum.Enum):
@@ -67,6 +75,22 @@ def classify(exc: BaseException, *, sent: bool = True) -> Outcome:
     if isinstance(exc, (httpx.HTTPError, h11.RemoteProtocolError)):
         return Outcome.SENT_UNKNOWN
     return Outcome.SENT_UNKNOWN if sent else Outcome.NOT_SENT
+
+
+def closed_before_reading(exc: BaseException) -> bool:
+    """Whether httpx's `exc`, on a connection kept alive from an earlier request, says the
+    server had closed it before reading this one: a connection reset (a socket closed with
+    unread data sends one), so the request never reached it whole. A plain end of the
+    connection does not say it here (httpx cannot tell whether part of an answer came
+    first); our pools tell both apart (`ClientConnection.closed_unanswered`)."""
+    if not isinstance(exc, httpx.ReadError):
+        return False
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionResetError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def describe(exc: BaseException) -> str:

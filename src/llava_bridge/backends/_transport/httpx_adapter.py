@@ -5,7 +5,8 @@ The same limits as our pools: bodies are read raw and decoded by `BodyDecoder` (
 so a gzip bomb stops at the cap), and the whole exchange ends by the request's
 `total_timeout`. A sync httpx read cannot be cut short from outside: there the overall
 limit is checked between pieces, and each read waits at most the time left when the
-request was sent."""
+request was sent. A request on a kept-alive connection that the server had closed before
+reading it is sent once more (httpcore's trace says whether the connection was reused)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 
 from llava_bridge.backends._transport.bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, BodyDecoder
 from llava_bridge.backends._transport.effects import HttpRequest, HttpResponse, TransportFailure
-from llava_bridge.backends._transport.failures import to_failure
+from llava_bridge.backends._transport.failures import closed_before_reading, to_failure
 from llava_bridge.backends._transport.pool_base import Broken, ends_at, left, shorter
+from llava_bridge.backends._transport.shells import AsyncShell, SyncShell
 
 __all__ = ["HttpxAsync", "HttpxSync", "classify"]
 
@@ -30,8 +33,34 @@ def classify(exc: Exception) -> TransportFailure:
     return to_failure(exc)
 
 
+class _Connects:
+    """httpcore's `trace` callback for one request: whether it opened a connection."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    def __call__(self, name: str, info: dict[str, Any]) -> None:
+        if name.startswith("connection.connect_tcp"):
+            self.opened = True
+
+
+class _AsyncConnects(_Connects):
+    __slots__ = ()
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:  # type: ignore[override]
+        if name.startswith("connection.connect_tcp"):
+            self.opened = True
+
+
+def _resend(exc: Exception, watch: _Connects, again: bool) -> bool:
+    """Send once more: a reused connection the server had closed before reading the request."""
+    return not again and not watch.opened and closed_before_reading(exc)
+
+
 def _build(
-    client: httpx.Client | httpx.AsyncClient, request: HttpRequest, ends: float | None
+    client: httpx.Client | httpx.AsyncClient, request: HttpRequest, ends: float | None, watch: _Connects
 ) -> httpx.Request:
     """The httpx request; raises TimeoutError when `ends` has passed already."""
     headers = dict(request.headers)
@@ -51,6 +80,7 @@ def _build(
         params=dict(request.params) or None,
         content=content,
         timeout=timeout,
+        extensions={"trace": watch},
     )
 
 
@@ -78,47 +108,29 @@ async def _araw(response: httpx.Response) -> AsyncIterator[bytes]:
             yield piece
 
 
-class HttpxSync:
+class HttpxSync(SyncShell["_SyncBody"]):
     """The sync transport interface over an `httpx.Client`."""
 
     def __init__(self, client: httpx.Client, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.client = client
         self.max_response_bytes = max_response_bytes
 
-    def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
-        started = self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        response, body = started
-        try:
-            return _response(response, body.read_all())
-        except Broken as exc:
-            return exc.failure
-
-    def open(self, request: HttpRequest) -> tuple[HttpResponse, _SyncBody | None] | TransportFailure:
-        started = self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        response, body = started
-        if response.is_success:
-            return _response(response), body
-        try:
-            return _response(response, body.read_all()), None
-        except Broken as exc:
-            return exc.failure
-
     def close(self) -> None:
         self.client.close()
 
-    def _start(self, request: HttpRequest) -> tuple[httpx.Response, _SyncBody] | TransportFailure:
+    def _start(self, request: HttpRequest) -> tuple[HttpResponse, _SyncBody] | TransportFailure:
         ends = ends_at(request, time.monotonic)
-        try:
-            response = self.client.send(_build(self.client, request, ends), stream=True)
-        except TimeoutError as exc:
-            return to_failure(exc, sent=False)
-        except httpx.RequestError as exc:
-            return classify(exc)
-        return response, _SyncBody(response, _decoder(response, self.max_response_bytes), ends)
+        for again in (False, True):
+            watch = _Connects()
+            try:
+                response = self.client.send(_build(self.client, request, ends, watch), stream=True)
+                break
+            except TimeoutError as exc:
+                return to_failure(exc, sent=False)
+            except httpx.RequestError as exc:
+                if not _resend(exc, watch, again):
+                    return classify(exc)
+        return _response(response), _SyncBody(response, _decoder(response, self.max_response_bytes), ends)
 
 
 class _SyncBody:
@@ -145,17 +157,11 @@ class _SyncBody:
             self._response.close()
             raise Broken(to_failure(exc)) from None
 
-    def read_all(self) -> bytes:
-        pieces = []
-        while piece := self.read():
-            pieces.append(piece)
-        return b"".join(pieces)
-
     def close(self, drain: float = 0.0) -> None:
         self._response.close()
 
 
-class HttpxAsync:
+class HttpxAsync(AsyncShell["_AsyncBody"]):
     """The async transport interface over an `httpx.AsyncClient`."""
 
     def __init__(
@@ -164,45 +170,27 @@ class HttpxAsync:
         self.client = client
         self.max_response_bytes = max_response_bytes
 
-    async def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
-        started = await self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        response, body = started
-        try:
-            return _response(response, await body.read_all())
-        except Broken as exc:
-            return exc.failure
-
-    async def open(self, request: HttpRequest) -> tuple[HttpResponse, _AsyncBody | None] | TransportFailure:
-        started = await self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        response, body = started
-        if response.is_success:
-            return _response(response), body
-        try:
-            return _response(response, await body.read_all()), None
-        except Broken as exc:
-            return exc.failure
-
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _start(self, request: HttpRequest) -> tuple[httpx.Response, _AsyncBody] | TransportFailure:
+    async def _start(self, request: HttpRequest) -> tuple[HttpResponse, _AsyncBody] | TransportFailure:
         ends = ends_at(request, time.monotonic)
-        try:
-            built = _build(self.client, request, ends)
-        except TimeoutError as exc:
-            return to_failure(exc, sent=False)
-        try:
-            async with asyncio.timeout(None if ends is None else ends - time.monotonic()):
-                response = await self.client.send(built, stream=True)
-        except TimeoutError as exc:  # the whole exchange's time, not one of httpx's
-            return to_failure(exc, sent=True)
-        except httpx.RequestError as exc:
-            return classify(exc)
-        return response, _AsyncBody(response, _decoder(response, self.max_response_bytes), ends)
+        for again in (False, True):
+            watch = _AsyncConnects()
+            try:
+                built = _build(self.client, request, ends, watch)
+            except TimeoutError as exc:
+                return to_failure(exc, sent=False)
+            try:
+                async with asyncio.timeout(None if ends is None else ends - time.monotonic()):
+                    response = await self.client.send(built, stream=True)
+                break
+            except TimeoutError as exc:  # the whole exchange's time, not one of httpx's
+                return to_failure(exc, sent=True)
+            except httpx.RequestError as exc:
+                if not _resend(exc, watch, again):
+                    return classify(exc)
+        return _response(response), _AsyncBody(response, _decoder(response, self.max_response_bytes), ends)
 
 
 class _AsyncBody:
@@ -230,12 +218,6 @@ class _AsyncBody:
         except Exception as exc:
             await self._response.aclose()
             raise Broken(to_failure(exc)) from None
-
-    async def read_all(self) -> bytes:
-        pieces = []
-        while piece := await self.read():
-            pieces.append(piece)
-        return b"".join(pieces)
 
     async def close(self, drain: float = 0.0) -> None:
         """With `drain`, read the end for up to that long, so the connection goes back to the pool."""

@@ -34,6 +34,7 @@ from llava_bridge.backends._transport.pool_base import (
     tls_context,
     tune,
 )
+from llava_bridge.backends._transport.shells import SyncShell
 from llava_bridge.retry import Failure
 
 __all__ = ["SyncBody", "SyncPool"]
@@ -64,7 +65,7 @@ class _Connection:
             pass
 
 
-class SyncPool:
+class SyncPool(SyncShell["SyncBody"]):
     """Keep-alive connections per origin, at most `max_connections` open at once."""
 
     def __init__(
@@ -84,30 +85,6 @@ class SyncPool:
         self._connections: IdleSet[_Connection] = IdleSet(max_connections, keepalive_expiry, clock)
         self._lock = threading.Condition()
 
-    def send(self, request: HttpRequest) -> HttpResponse | TransportFailure:
-        """The whole response to `request`, or why there is none."""
-        started = self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        head, body = started
-        try:
-            return response(head, body.read_all())
-        except Broken as exc:
-            return exc.failure
-
-    def open(self, request: HttpRequest) -> tuple[HttpResponse, SyncBody | None] | TransportFailure:
-        """The response's head and its body to read piece by piece (an error body is read whole)."""
-        started = self._start(request)
-        if isinstance(started, TransportFailure):
-            return started
-        head, body = started
-        if 200 <= head.status_code < 300:
-            return response(head), body
-        try:
-            return response(head, body.read_all()), None
-        except Broken as exc:
-            return exc.failure
-
     def close(self) -> None:
         """Close the idle connections; those in use close when they are given back."""
         with self._lock:
@@ -116,7 +93,7 @@ class SyncPool:
 
     def _start(
         self, request: HttpRequest, *, fresh: bool = False
-    ) -> tuple[Head, SyncBody] | TransportFailure:
+    ) -> tuple[HttpResponse, SyncBody] | TransportFailure:
         """Send `request` and read the response head. A kept-alive connection the server had
         closed before reading the request is given up and the request sent once more on a
         new connection (`fresh`)."""
@@ -149,7 +126,7 @@ class SyncPool:
             raise
         body = SyncBody(self, connection, request.read_timeout, ends)
         try:
-            return body.head(), body
+            return response(body.head()), body
         except Broken as exc:
             if exc.resend and not fresh:
                 return self._start(request, fresh=True)
@@ -222,12 +199,6 @@ class SyncBody:
         Raises `Broken`."""
         event = self._next(timeout)
         return event if isinstance(event, bytes) else b""
-
-    def read_all(self) -> bytes:
-        pieces = []
-        while piece := self.read():
-            pieces.append(piece)
-        return b"".join(pieces)
 
     def close(self, drain: float = 0.0) -> None:
         """Stop reading; with `drain`, read the body's end for up to that many seconds first,
