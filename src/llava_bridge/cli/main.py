@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,9 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_verbose(parser, default=False)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    ask = commands.add_parser("ask", help="ask a question about one image")
-    ask.add_argument("image", help="image path, http(s) URL or data URI ('-' reads stdin)")
+    ask = commands.add_parser("ask", help="ask a question about an image (or 2-4 of them, as a grid)")
+    ask.add_argument(
+        "images", nargs="+", metavar="image", help="image path, http(s) URL or data URI ('-' reads stdin)"
+    )
     ask.add_argument("prompt", help="the question")
+    ask.add_argument(
+        "--multi-image",
+        choices=["grid", "first", "last", "error"],
+        default="grid",
+        help="several images: tile 2-4 into one grid (default; the model sees one 336 px square, so each "
+        "image gets less of it), or send only the first or last, or refuse",
+    )
     _add_backend_options(ask)
     ask.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N")
     ask.add_argument("--temperature", type=float, default=None)
@@ -154,9 +164,12 @@ def _read_image(value: str) -> ImageInput:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    from llava_bridge.conversation import choose_image
+
+    sources = [partial(_read_image, value) for value in args.images]  # only the images sent are read
     request = VisionRequest(
         prompt=args.prompt,
-        image=_read_image(args.image),
+        image=choose_image(sources, args.multi_image),
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
     )

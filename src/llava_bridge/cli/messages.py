@@ -55,6 +55,8 @@ _REWRITES: tuple[tuple[re.Pattern[str], Replacement], ...] = (
     (re.compile(r"pass quantization=None"), "leave out --quantization"),
     (re.compile(r"\b(device|dtype|quantization)=(['\"]?)([\w:.-]+)\2"), r"--\1 \3"),
     (re.compile(r"\b(api_key|base_url|model|max_new_tokens|temperature)="), r"--\1"),
+    # Several images (ask's --multi-image).
+    (re.compile(r"\bmulti_image='(\w+)'"), r"--multi-image \1"),
 )
 
 
