@@ -28,8 +28,8 @@ HEADER_TIMEOUT_S = 1.0
 @pytest.fixture(scope="module")
 def keyless() -> Iterator[LocalServer]:
     """No key, bound to 127.0.0.2 (a loopback address that is not a loopback *name*)."""
-    flags = ("--host", "127.0.0.2", "--allowed-host", "llava.internal")
-    flags += ("--header-timeout", str(HEADER_TIMEOUT_S), "--fake-latency", "0.05")
+    flags = ["--host", "127.0.0.2", "--allowed-host", "llava.internal"]
+    flags += ["--header-timeout", str(HEADER_TIMEOUT_S), "--fake-latency", "0.05"]
     with running_server(*flags, env={API_KEY_ENV: ""}) as running:
         yield running
 
@@ -79,7 +79,9 @@ def test_with_a_key_any_host_is_answered() -> None:
 
 @pytest.mark.parametrize("field", ["max_new_tokens", "max_tokens"])
 @pytest.mark.parametrize("value", [True, "5", 5.0])
-def test_token_limits_must_be_integers(keyless: LocalServer, data_uri: str, field: str, value: object) -> None:
+def test_token_limits_must_be_integers(
+    keyless: LocalServer, data_uri: str, field: str, value: object
+) -> None:
     body = {"image_url": data_uri, "prompt": "?", field: value}
     for path in (f"/{APP}", f"/run/{APP}"):
         answer = httpx.post(keyless.base_url + path, json=body)
