@@ -131,7 +131,7 @@ class LocalHTTP:
     """A small HTTP server on 127.0.0.1 (see `_Handler` for its paths)."""
 
     def __init__(self, png: bytes) -> None:
-        handler = type("Handler", (_Handler,), {"png": png, "hosts": []})
+        handler: type[_Handler] = type("Handler", (_Handler,), {"png": png, "hosts": []})
         self.hosts: list[str] = handler.hosts
         self._server = _QuietServer(("127.0.0.1", 0), handler)
         self.port = self._server.server_address[1]
