@@ -116,10 +116,11 @@ class OpenAICompatBackend(Closeable):
             extra_body: Fields merged into every request body, e.g.
                 `{"stop_token_ids": [128009]}` for vLLM.
             send_stop: Whether requests carry the `stop` field. None (default): yes, but
-                after a server error (HTTP 500) on a request with `stop`, try once
-                without it and, when that works, leave it out from then on (with one
-                warning). False: never (for `transformers serve`). Stop strings are cut
-                on the client in every case.
+                after an unexplained HTTP 500 (no error type, or one naming `stop`) or a
+                stream that opens with a bare error, on a request with `stop`, try once
+                without it and, when that works, leave it out from then on (one warning).
+                False: never (for `transformers serve`). True: always. Stop strings are
+                cut on the client in every case.
             fetch_urls: False (default): a URL image is sent to the server as its URL (vLLM
                 fetches it; Ollama refuses it). True: fetch it here, through the SSRF guard
                 (private and loopback addresses refused, 20 s, 20 MB, the pixel cap), and
