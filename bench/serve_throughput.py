@@ -226,7 +226,7 @@ def start_server(src: Path, server_concurrency: int) -> Server:
         "--port",
         "0",
         "--db",
-        f"{folder.name}/jobs.db",
+        os.environ.get("BENCH_DB", f"{folder.name}/jobs.db"),
         "--concurrency",
         str(server_concurrency),
         "--log-level",

@@ -7,8 +7,10 @@ disk sync. A submit that was answered is synced to disk (it survives `kill -9` a
 power loss); other changes (claims, results, log lines, files) are written to the
 operating system before they are answered (they survive `kill -9`; after a power
 cut a job that had completed may run again). A lock file next to the database
-stops two servers from using it at once. The SQL is in `sqlite_jobs.py` and
-`sqlite_files.py`.
+stops two servers from using it at once, so this store is the database's only
+writer: it keeps the jobs it last wrote (`RECENT_JOBS` of them) and answers `get`
+for them without a trip to the database thread. The SQL is in `sqlite_jobs.py`
+and `sqlite_files.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
@@ -31,6 +34,8 @@ __all__ = ["SQLiteJobStore"]
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+RECENT_JOBS = 4096
+"""Jobs kept in memory as last written, for `get` (the oldest are forgotten first)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -82,6 +87,7 @@ class SQLiteJobStore:
         """Open (and create) the database; blocks, so call it off the event loop (`open`)."""
         self.path = path
         self._lock_file: IO[bytes] | None = None
+        self._recent: OrderedDict[str, Job] = OrderedDict()  # event-loop thread only
         try:
             self._db = GroupCommitThread(self._open, name="llava-bridge-db")
         except BaseException:
@@ -155,35 +161,68 @@ class SQLiteJobStore:
             now=now,
             start_deadline=start_deadline,
         )
-        return await self._await(submit, (), {}, durable=True)  # answered = synced to disk
+        created, job, position = await self._await(submit, (), {}, durable=True)  # answered = on disk
+        self._remember(job)
+        return created, job, position
+
+    def _remember(self, job: Job | None) -> None:
+        """Keep `job` as committed (called once the write that returned it has committed)."""
+        if job is None:
+            return
+        self._recent[job.id] = job
+        self._recent.move_to_end(job.id)
+        if len(self._recent) > RECENT_JOBS:
+            self._recent.popitem(last=False)
 
     async def get(self, job_id: str) -> Job | None:
+        recent = self._recent.get(job_id)
+        if recent is not None:
+            return recent
         return await self._call(sqlite_jobs.get, job_id)
 
     async def queue_position(self, job: Job) -> int:
         return await self._call(sqlite_jobs.queue_position, job)
 
     async def claim(self, *, now: float) -> Job | None:
-        return await self._call(sqlite_jobs.claim, now=now)
+        job = await self._call(sqlite_jobs.claim, now=now)
+        self._remember(job)
+        return job
 
     async def complete(
         self, job_id: str, *, status: int, body: Any, now: float, inference_time: float | None = None
     ) -> bool:
-        return await self._call(
-            sqlite_jobs.complete, job_id, status=status, body=body, now=now, inference_time=inference_time
-        )
+        def complete(conn: sqlite3.Connection, job_id: str) -> bool:
+            return sqlite_jobs.complete(
+                conn, job_id, status=status, body=body, now=now, inference_time=inference_time
+            )
+
+        answer: tuple[bool, Job | None] = await self._call(_then_get, complete, job_id)
+        done, job = answer
+        self._remember(job)
+        return done
 
     async def cancel(self, job_id: str, *, now: float) -> CancelOutcome:
-        return await self._call(sqlite_jobs.cancel, job_id, now=now)
+        def cancel(conn: sqlite3.Connection, job_id: str) -> CancelOutcome:
+            return sqlite_jobs.cancel(conn, job_id, now=now)
+
+        answer: tuple[CancelOutcome, Job | None] = await self._call(_then_get, cancel, job_id)
+        outcome, job = answer
+        self._remember(job)
+        return outcome
 
     async def requeue(self, job_id: str) -> None:
-        await self._call(sqlite_jobs.requeue, job_id)
+        _, job = await self._call(_then_get, sqlite_jobs.requeue, job_id)
+        self._remember(job)
 
     async def requeue_interrupted(self, *, now: float) -> int:
+        self._recent.clear()
         return await self._call(sqlite_jobs.requeue_interrupted, now=now)
 
     async def purge_jobs(self, *, completed_before: float) -> int:
-        return await self._call(sqlite_jobs.purge_jobs, completed_before=completed_before)
+        purged = await self._call(sqlite_jobs.purge_jobs, completed_before=completed_before)
+        if purged:
+            self._recent.clear()
+        return purged
 
     # -- log lines -------------------------------------------------------------------------
 
@@ -242,6 +281,11 @@ class SQLiteJobStore:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def _then_get(conn: sqlite3.Connection, change: Callable[..., T], job_id: str) -> tuple[T, Job | None]:
+    """`change(conn, job_id)`, and the job as it is after it (in the same transaction)."""
+    return change(conn, job_id), sqlite_jobs.get(conn, job_id)
 
 
 def _add_logs(conn: sqlite3.Connection, *, job_ids: tuple[str, ...], line: tuple[str, str, str]) -> None:
