@@ -85,6 +85,9 @@ class ImageInput:
             self._mime_type = found.mime_type
             self._width, self._height = found.width, found.height
             self._orientation = found.orientation
+            # Hashed now, where the bytes were checked: callers make images off the event loop,
+            # and backends look the hash up on it (upload cache, cache keys).
+            self._sha256 = hashlib.sha256(found.data).hexdigest()
 
     @classmethod
     def _prepared_bytes(
