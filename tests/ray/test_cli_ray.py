@@ -78,3 +78,22 @@ def test_parquet_needs_the_ray_engine(tmp_path: Path, capsys: pytest.CaptureFixt
     write_images(tmp_path, 1)
     assert describe(tmp_path, tmp_path / "out.parquet", "http://127.0.0.1:9") == 2
     assert "--engine ray" in capsys.readouterr().err
+
+
+def test_a_storage_uri_is_read_by_ray_data_and_resumed(tmp_path: Path) -> None:
+    folder, out, db_path = tmp_path / "photos", tmp_path / "captions.jsonl", str(tmp_path / "jobs.db")
+    paths = write_images(folder, 5)
+    uri = f"local://{folder}"  # read by Ray Data's file readers, as s3:// or gs:// would be
+    with running_server("--backend", "fake", db_path=db_path) as server:
+        assert main_uri(uri, out, server.base_url) == 0
+        paths += write_images(folder, 2, start=5)
+        assert main_uri(uri, out, server.base_url, "--resume") == 0
+    records = jsonl(out)
+    assert sorted(r["source"] for r in records) == sorted(paths)
+    assert all(r["error"] is None for r in records)
+    assert len(server_jobs(db_path)) == 7  # the resumed run sent only the 2 new images
+
+
+def main_uri(uri: str, out: Path, url: str, *extra: str) -> int:
+    backend = ["--backend", "fal", "--base-url", url, "--api-key", "test-key"]
+    return main(["describe", uri, "--out", str(out), "--engine", "ray", "--no-progress", *backend, *extra])

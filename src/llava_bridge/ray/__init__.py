@@ -3,9 +3,9 @@
     import ray
     from llava_bridge.ray import BackendSpec, describe_dataset
 
-    ds = ray.data.read_images("s3://bucket/photos/", include_paths=True)
+    ds = ray.data.read_binary_files("s3://bucket/photos/", include_paths=True)
     described = describe_dataset(ds, BackendSpec("fal"))
-    described.select_columns(["path", "description", "error"]).write_parquet("s3://bucket/captions/")
+    described.drop_columns(["bytes"]).write_parquet("s3://bucket/captions/")
 
 `LlavaDescriber` is the callable class behind it, for your own `map_batches` calls.
 """

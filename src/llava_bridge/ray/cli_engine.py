@@ -115,7 +115,7 @@ def describe_with_ray(
         ds = _read_uris(uris, done) if uris else ray.data.from_items([{"source": s} for s in todo])
         cancel = CancelSignal()
         try:
-            _run(ds, spec, options, cancel, out, kept, summary)
+            _run(ds, "bytes" if uris else "source", spec, options, cancel, out, kept, summary)
         finally:
             cancel.close()
     if uris:  # the count is known only now
@@ -147,17 +147,19 @@ def _cluster(address: str | None) -> Iterator[None]:
 def _read_uris(uris: list[str], done: set[str]) -> Any:
     """Image files under storage URIs, read by Ray Data: columns `source` and `bytes`."""
     import ray.data
+    from ray.data.expressions import col
 
     suffixes = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
     read = ray.data.read_binary_files(uris, include_paths=True, file_extensions=suffixes)
     read = read.rename_columns({"path": "source"})
     if done:
-        read = read.filter(lambda row: row["source"] not in done)
+        read = read.filter(expr=col("source").not_in(sorted(done)))
     return read
 
 
 def _run(
     ds: Any,
+    image_column: str,
     spec: BackendSpec,
     options: RayDescribeOptions,
     cancel: CancelSignal,
@@ -170,7 +172,7 @@ def _run(
     described = describe_dataset(
         ds,
         spec,
-        image_column="bytes" if "bytes" in ds.columns(fetch_if_missing=False) or [] else "source",
+        image_column=image_column,
         prompt=options.prompt,
         max_new_tokens=options.max_new_tokens,
         actors=actors,
