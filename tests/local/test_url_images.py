@@ -22,11 +22,12 @@ from .conftest import colour_image
 from .openai_test_server import OpenAITestServer
 
 PICTURE = colour_image(5, size=(48, 36))
+LATE_SECONDS = 2.0
 
 
 class ImageHost:
-    """Serves `/cat.png`, `/moved` (a redirect to it), `/huge` (a 100 kB body) and
-    `/slow` (a body that never ends); counts every request."""
+    """Serves `/cat.png`, `/moved` (a redirect to it), `/huge` (a 100 kB body), `/slow` (a
+    body that never ends) and `/late.png` (the picture after 2 s); counts every request."""
 
     def __init__(self, png: bytes) -> None:
         self.png = png
@@ -40,6 +41,9 @@ class ImageHost:
                 if self.path == "/moved":
                     self._send(302, b"", location="/cat.png")
                 elif self.path == "/cat.png":
+                    self._send(200, host.png)
+                elif self.path == "/late.png":
+                    host.release.wait(LATE_SECONDS)
                     self._send(200, host.png)
                 elif self.path == "/huge":
                     self._send(200, b"\x89PNG" + bytes(100_000))
@@ -192,3 +196,39 @@ def test_the_server_imports_the_same_fetcher_and_guard() -> None:
     from llava_bridge.server.images import fetch, ssrf
 
     assert fetch.ImageFetcher is ImageFetcher and ssrf.AddressGuard is AddressGuard
+
+
+async def _ticks_while(work: Any) -> tuple[Any, int]:
+    """Run `work` beside a 10 ms ticker; how many ticks the event loop ran meanwhile."""
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        return await work, ticks
+    finally:
+        done.set()
+        await task
+
+
+async def test_url_fetches_never_block_the_event_loop(
+    tiny_dir: Path, openai_server: OpenAITestServer, host: ImageHost
+) -> None:
+    """A 2 s fetch leaves room for well over 10 ticks; a blocked loop would allow about one."""
+    from llava_bridge.backends.local.backend import TransformersBackend
+
+    local = TransformersBackend(
+        str(tiny_dir), local_files_only=True, fetch_urls=True, allow_private_urls=True
+    )
+    remote = OpenAICompatBackend(openai_server.base_url, fetch_urls=True, allow_private_urls=True)
+    async with local, remote:
+        for backend in (local, remote):
+            result, ticks = await _ticks_while(backend.agenerate(ask(host.url("/late.png"))))
+            assert result.text and ticks >= 10, (backend, ticks)
+    assert host.requests == ["/late.png", "/late.png"]
