@@ -13,6 +13,7 @@ import pytest
 import ray.data
 from bench.soak import server_jobs
 
+from llava_bridge.errors import ConfigurationError
 from llava_bridge.ray import CANCELLED, NOT_STARTED, BackendSpec, CancelSignal, describe_dataset
 from tests.ray.conftest import png, write_images
 from tests.support.local_server import running_server
@@ -94,3 +95,9 @@ def test_cancel_stops_the_jobs_in_flight_and_later_batches(tmp_path: Path) -> No
     errors = [row["error"] for row in rows]
     assert len(rows) == 12 and errors.count(CANCELLED) == 4 and errors.count(NOT_STARTED) == 8
     assert len(server_jobs(db_path)) == 4 and flagged == 4  # the running jobs were cancelled; no more began
+
+
+def test_the_local_backend_on_a_cluster_without_gpus_is_refused_up_front() -> None:
+    ds = ray.data.from_items([{"source": "cat.png"}])
+    with pytest.raises(ConfigurationError, match="this Ray cluster has no GPU"):
+        describe_dataset(ds, BackendSpec("local"))

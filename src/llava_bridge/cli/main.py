@@ -94,9 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_verbose(ask)
     ask.set_defaults(run=_ask)
 
-    describe = commands.add_parser("describe", help="describe many images into a JSONL file")
+    describe = commands.add_parser("describe", help="describe many images into a JSONL (or Parquet) file")
     describe.add_argument("sources", nargs="+", help="image files, directories, globs, URLs, or .txt lists")
-    describe.add_argument("--out", required=True, type=Path, help="JSONL file to write")
+    describe.add_argument("--out", required=True, type=Path, help="JSONL file (.parquet with --engine ray)")
     describe.add_argument("--prompt", default=None, help="what to ask about each image")
     describe.add_argument("--concurrency", type=int, default=4, metavar="N")
     describe.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N")

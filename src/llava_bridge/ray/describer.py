@@ -16,7 +16,7 @@ import numpy as np
 
 from llava_bridge.backends.base import Backend
 from llava_bridge.describe import DEFAULT_DESCRIBE_PROMPT, describe_image
-from llava_bridge.errors import InvalidRequestError
+from llava_bridge.errors import ConfigurationError, InvalidRequestError
 from llava_bridge.ray.cancel import CANCELLED, NOT_STARTED, CancelSignal
 from llava_bridge.ray.columns import image_column_of, image_loader
 from llava_bridge.ray.spec import BackendFactory, BackendSpec, build_backend
@@ -165,6 +165,12 @@ def describe_dataset(
         num_gpus = 1 if num_gpus is None else num_gpus
         resources: dict[str, float] = ray.cluster_resources() if ray.is_initialized() else {}  # type: ignore[no-untyped-call]
         cluster_gpus = int(resources.get("GPU", 0))
+        if ray.is_initialized() and num_gpus > 0 and cluster_gpus == 0:
+            raise ConfigurationError(
+                "The local backend runs one model per actor on a GPU of its own, and this Ray "
+                "cluster has no GPU: add GPU nodes, describe in one process (without --engine ray), "
+                "or pass num_gpus=0 to describe_dataset to run on CPUs (slow)."
+            )
         actors = actors or max(cluster_gpus, 1)
     actors = actors or HTTP_ACTORS
     if actors < 1:
