@@ -213,7 +213,11 @@ class ImageFetcher:
 
 def checked_image(data: bytes, max_pixels: int) -> ImageInput:
     """`data` as a validated image no larger than `max_pixels` (InvalidImageError otherwise)."""
-    image = ImageInput.from_bytes(data)
+    return within_pixels(ImageInput.from_bytes(data), max_pixels)
+
+
+def within_pixels(image: ImageInput, max_pixels: int) -> ImageInput:
+    """`image` when it has at most `max_pixels` pixels; InvalidImageError otherwise."""
     size = image.size
     if size is not None and size[0] * size[1] > max_pixels:
         raise InvalidImageError(

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import httpx
 
+from llava_bridge.backends.image_urls.fetcher import ImageFetcher, parse_image_url, within_pixels
 from llava_bridge.errors import InvalidImageError
 from llava_bridge.images import ImageInput
-from llava_bridge.server.images.fetch import ImageFetcher, parse_image_url
 from llava_bridge.server.jobs.protocol import JobStore, StoredFile
 
 __all__ = ["ImageResolver"]
@@ -86,11 +86,4 @@ class ImageResolver:
         return stored
 
     def _checked(self, make: Callable[..., ImageInput], value: str | bytes) -> ImageInput:
-        image = make(value)
-        size = image.size
-        if size is not None and size[0] * size[1] > self._max_pixels:
-            raise InvalidImageError(
-                f"Image is {size[0]}x{size[1]} px, over this server's {self._max_pixels:,}-pixel limit; "
-                "resize it."
-            )
-        return image
+        return within_pixels(make(value), self._max_pixels)
