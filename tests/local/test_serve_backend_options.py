@@ -74,3 +74,21 @@ def test_the_local_flags_reach_transformers_backend(capsys: pytest.CaptureFixtur
     )
     with pytest.raises(ConfigurationError, match="max_batch_size must be a positive integer"):
         _ready_backend(args)
+
+
+def test_the_upstream_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llava_bridge import VisionRequest
+
+    from .openai_test_server import OpenAITestServer
+
+    with OpenAITestServer(api_key="sk-upstream") as upstream:
+        monkeypatch.setenv("VLLM_KEY", "sk-upstream")
+        backend = make_backend("openai", base_url=upstream.base_url, upstream_key_env="VLLM_KEY")
+        with backend:
+            assert backend.generate(VisionRequest(prompt="hi")).text
+        assert "sk-upstream" not in repr(backend)
+        monkeypatch.delenv("VLLM_KEY")
+        with pytest.raises(ConfigurationError, match="export VLLM_KEY="):
+            make_backend("openai", base_url=upstream.base_url, upstream_key_env="VLLM_KEY")
+    with pytest.raises(ConfigurationError, match="--upstream-key-env only apply to --backend openai"):
+        make_backend("fake", upstream_key_env="VLLM_KEY")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
@@ -28,6 +29,7 @@ def make_backend(
     upstream_extra_body: str | Mapping[str, Any] | None = None,
     upstream_stop: bool | None = None,
     upstream_timeout: float | None = None,
+    upstream_key_env: str | None = None,
     **options: Any,
 ) -> Backend:
     """A backend from its CLI name; `model`, `api_key` and `base_url` go where they apply.
@@ -36,13 +38,15 @@ def make_backend(
     ``image-facts`` (the image's size and colour), or ``package.module:function``, a
     function of the `VisionRequest` (for testing your own agents against the server).
     The ``upstream_*`` settings are the openai backend's (`--upstream-extra-body` as JSON
-    text or a mapping, `--no-upstream-stop`, `--upstream-timeout`); `options` go to the
+    text or a mapping, `--no-upstream-stop`, `--upstream-timeout`, and `--upstream-key-env`:
+    the name of the environment variable with the upstream key); `options` go to the
     backend's constructor as they are.
     """
     upstream = {
         "--upstream-extra-body": upstream_extra_body,
         "--no-upstream-stop": upstream_stop,
         "--upstream-timeout": upstream_timeout,
+        "--upstream-key-env": upstream_key_env,
     }
     given = [flag for flag, value in upstream.items() if value is not None]
     if given and name != "openai":
@@ -69,6 +73,8 @@ def make_backend(
                 "(vLLM, llama.cpp server, LM Studio or Ollama)."
             )
         kwargs = {"api_key": api_key, **options}
+        if upstream_key_env is not None:
+            kwargs["api_key"] = _key_from(upstream_key_env)
         if model:
             kwargs["model"] = model
         if upstream_extra_body is not None:
@@ -79,6 +85,17 @@ def make_backend(
             kwargs["total_timeout"] = upstream_timeout
         return OpenAICompatBackend(base_url, **kwargs)
     raise ConfigurationError(f"Unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}.")
+
+
+def _key_from(variable: str) -> str:
+    """`--upstream-key-env`: the key in that environment variable."""
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise ConfigurationError(
+            f"--upstream-key-env {variable}: that environment variable is not set or empty; "
+            f"export {variable}=<the upstream server's API key> first."
+        )
+    return key
 
 
 def _extra_body(value: str | Mapping[str, Any]) -> dict[str, Any]:

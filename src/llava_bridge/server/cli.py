@@ -104,6 +104,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="openai backend: a wall clock over each upstream call (default: none)",
     )
     parser.add_argument(
+        "--upstream-key-env",
+        default=None,
+        metavar="VAR",
+        help="openai backend: the environment variable that holds the upstream server's API key "
+        "(the name, not the key: command lines are visible to other users)",
+    )
+    parser.add_argument(
         "--api-key",
         default=None,
         help=f"require 'Authorization: Key <key>' (default: ${API_KEY_ENV} if set, else no key; "
@@ -220,6 +227,7 @@ def _ready_backend(args: argparse.Namespace) -> Backend:
         upstream_extra_body=args.upstream_extra_body,
         upstream_stop=args.upstream_stop,
         upstream_timeout=args.upstream_timeout,
+        upstream_key_env=args.upstream_key_env,
         **local_options,
     )
     if args.backend == "fake":
