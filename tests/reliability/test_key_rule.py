@@ -78,7 +78,7 @@ def llava_llm(options: dict[str, Any], _: Path) -> str:
 def tool_spec(options: dict[str, Any], _: Path) -> str:
     from llava_bridge.llama_index import LlavaToolSpec
 
-    return LlavaToolSpec(**options).ask_about_image(DATA_URI, "What?")
+    return LlavaToolSpec(**options).ask_about_image(question="What?", image=DATA_URI)
 
 
 def image_describer(options: dict[str, Any], _: Path) -> str:
@@ -86,7 +86,7 @@ def image_describer(options: dict[str, Any], _: Path) -> str:
 
     from llava_bridge.llama_index import ImageDescriber
 
-    node = ImageNode(image=base64.b64encode(PNG).decode())
+    node = ImageNode(image=base64.b64encode(PNG).decode(), metadata={"image_id": "square.png"})
     return ImageDescriber(on_error="raise", **options)([node])[0].get_content()
 
 
