@@ -1,7 +1,7 @@
 """JSON answers from a model without a JSON mode: instructions appended to the latest user turn.
 
-`json_instructions` is the wording ChatLlava's structured output uses (copied here so
-that the server, which must not import LangChain, says the same); `with_instructions`
+`json_instructions` is the one wording ChatLlava's structured output and the server's
+/v1/chat/completions `response_format` both use (the server must not import LangChain); `with_instructions`
 appends it to a request's latest turn, separated by a blank line.
 """
 

@@ -1,5 +1,6 @@
 """Structured output for a model without tools or a JSON mode: instructions in the prompt, then parsing.
 
+The instructions are `llava_bridge.structured_output`'s (the server's /v1 route uses the same).
 `json_schema` puts the schema in the prompt; `json_mode` asks for a JSON object
 (naming the schema's top-level keys when a schema is given) and leaves the rest to
 the caller's prompt. `function_calling` is accepted and handled as `json_schema`.
@@ -7,8 +8,6 @@ the caller's prompt. `function_calling` is accepted and handled as `json_schema`
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -19,21 +18,11 @@ from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
 from llava_bridge.errors import InvalidRequestError
+from llava_bridge.structured_output import JsonMethod, json_instructions
 
 __all__ = ["StructuredMethod", "json_instructions", "output_parser", "structured_runnable"]
 
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
-
-
-def json_instructions(method: StructuredMethod, schema: Mapping[str, Any] | None) -> str:
-    """What to append to the latest user turn so the model answers in JSON."""
-    base = "Reply with one JSON object and nothing else: no prose, no code fences."
-    if schema is None:
-        return base
-    if method == "json_mode":
-        keys = list(schema.get("properties", {}))
-        return f"{base} Use these keys: {', '.join(keys)}." if keys else base
-    return f"{base} It must match this JSON schema:\n{json.dumps(schema, separators=(',', ':'))}"
 
 
 def output_parser(schema: Any) -> JsonOutputParser:
@@ -59,7 +48,7 @@ def structured_runnable(
     if schema is None and method != "json_mode":
         raise InvalidRequestError(f"method={method!r} needs a schema; pass one or use method='json_mode'.")
     json_schema = convert_to_json_schema(schema) if schema is not None else None
-    effective: StructuredMethod = "json_mode" if method == "json_mode" else "json_schema"
+    effective: JsonMethod = "json_mode" if method == "json_mode" else "json_schema"
     bind: dict[str, Any] = {"json_instructions": json_instructions(effective, json_schema)}
     if schema is not None:
         bind["ls_structured_output_format"] = {"kwargs": {"method": method}, "schema": schema}
