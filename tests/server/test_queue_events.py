@@ -100,3 +100,19 @@ async def test_job_changes_wake_the_right_watches() -> None:
     changes.forget(other)
     assert not changes._jobs and not changes._queue  # completed and forgotten watches are gone
     await asyncio.to_thread(changes.logged_threadsafe, ["a"])  # from another thread: no error
+
+
+def test_a_completed_jobs_stream_is_one_event_with_all_its_logs(
+    served: tuple[str, FastAPI], data_uri: str
+) -> None:
+    url, _ = served
+    with httpx.Client(base_url=url, timeout=30) as http:
+        job = http.post(f"/{APP}", json={"image_url": data_uri, "prompt": "?"}).json()
+        with http.stream("GET", job["status_url"] + "/stream") as response:
+            assert _events(response)[-1]["status"] == "COMPLETED"
+        with http.stream("GET", job["status_url"] + "/stream", params={"logs": "1"}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = _events(response)
+    assert [event["status"] for event in events] == ["COMPLETED"]
+    messages = [line["message"] for line in events[0]["logs"]]
+    assert messages[0].startswith("Started on") and messages[-1].startswith("Completed in")

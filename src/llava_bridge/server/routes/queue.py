@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from llava_bridge.backends.fal.protocol import (
@@ -95,6 +95,7 @@ def _start_deadline(header: str | None, now: float) -> float | None:
 
 
 _bad_request = {ERROR_TYPE_HEADER: "bad_request"}
+_SSE_HEADERS = {"Cache-Control": "no-cache"}
 
 
 @router.post(
@@ -241,7 +242,7 @@ async def status_stream(
     request: Request,
     context: Context,
     logs: Annotated[bool, Query(description="Include new log lines in each event.")] = False,
-) -> StreamingResponse:
+) -> Response:
     app = context.app_id(owner, alias)
     changes = context.runner.changes
     watch = changes.watch(request_id, logs=logs)  # before the first read: later changes wake it
@@ -250,6 +251,11 @@ async def status_stream(
     except BaseException:
         changes.forget(watch)
         raise
+    if first is not None and first.state == COMPLETED:  # one event: no stream machinery needed
+        changes.forget(watch)
+        entries = await context.store.logs(request_id) if logs else None
+        body = await _status_body(context, request, first, entries)
+        return Response(sse_event(body), media_type="text/event-stream", headers=_SSE_HEADERS)
 
     async def events() -> AsyncIterator[str]:
         nonlocal first
@@ -281,7 +287,7 @@ async def status_stream(
         finally:
             changes.forget(watch)  # a stream that never started is dropped when its job completes
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 @router.get(
