@@ -342,7 +342,7 @@ async def main() -> None:
     print(
         f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
         f"(1 min); {args.sequential} sequential jobs, {args.requests} at c={args.concurrency}; "
-        f"server --concurrency {args.server_concurrency}, SQLite --db"
+        f"server --concurrency {args.server_concurrency}, --db {os.environ.get('BENCH_DB', 'SQLite file')}"
     )
     print_table(columns, in_process)
 
