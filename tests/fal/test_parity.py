@@ -24,8 +24,17 @@ def _chunks(chunks: list[VisionChunk]) -> list[Any]:
     return [c.delta for c in chunks] + [_result(chunks[-1].result)] if chunks[-1].result else []
 
 
-def _events(events: list[FalStatus]) -> list[Any]:
-    return [(e.status, e.queue_position, [line.message for line in e.logs], e.error) for e in events]
+_ORDER = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+
+
+def _events(events: list[FalStatus]) -> tuple[Any, ...]:
+    """What the events say, not how many there were: on a loaded machine the status stream
+    opens later and the server folds several changes into one event. Statuses must still
+    only move forward."""
+    ranks = [_ORDER.index(e.status) for e in events]
+    assert ranks == sorted(ranks), [e.status for e in events]
+    logs = [line.message for e in events for line in e.logs]
+    return events[-1].status, logs, events[-1].error
 
 
 def _error(exc: LlavaError) -> tuple[str, str]:
