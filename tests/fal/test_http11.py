@@ -1,4 +1,4 @@
-"""The IO-free HTTP/1.1 pieces (h11 under `ClientConnection`), `origin_and_target`, the request's
+"""The IO-free HTTP/1.1 pieces (httptools under `ClientConnection`), `origin_and_target`, the request's
 headers and bytes, `SseParser`.
 
 Every response in the table is parsed twice, fed whole and fed one byte at a time;
@@ -11,7 +11,6 @@ import gzip
 import zlib
 from typing import Any
 
-import h11
 import pytest
 
 from llava_bridge.backends._transport import http11 as _h1
@@ -28,8 +27,8 @@ from llava_bridge.backends._transport.http11 import (
 )
 from llava_bridge.backends._transport.sse import SseEvent, SseParser
 
-ProtocolError = (h11.RemoteProtocolError, BadBody)
-"""What an unusable response raises: h11's refusal, or a body that cannot be decoded."""
+ProtocolError = (_h1.ProtocolError, BadBody)
+"""What an unusable response raises: the parser's refusal, or a body that cannot be decoded."""
 
 
 def ResponseParser(method: str = "GET") -> ClientConnection:
@@ -94,10 +93,10 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
         [Head(200, {"content-length": "0"}), End(True)],
     ),
     (
-        "content-length-repeated-same-value",
+        "content-length-repeated-same-value",  # refused: llhttp takes no repeat, even an equal one
         _head(b"200 OK", b"Content-Length: 3", b"Content-Length: 3") + b"abc",
         "GET",
-        [Head(200, {"content-length": "3"}), b"abc", End(True)],  # h11 folds equal repeats
+        [ERROR],
     ),
     (
         "status-without-reason",
@@ -118,7 +117,7 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
     (
         "chunked-extensions",
         _head(b"200 OK", b"Transfer-Encoding: chunked")
-        + b'5;name=value\r\nhello\r\n1;quoted="a;b"\r\n!\r\n0;last\r\n\r\n',  # h11: no space before ;
+        + b'5;name=value\r\nhello\r\n1;quoted="a;b"\r\n!\r\n0;last\r\n\r\n',  # no space before ;
         "GET",
         [Head(200, {"transfer-encoding": "chunked"}), b"hello!", End(True)],
     ),
@@ -130,10 +129,10 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
         [Head(200, {"transfer-encoding": "chunked", "trailer": "X-Checksum"}), b"abc", End(True)],
     ),
     (
-        "chunked-wins-over-content-length",
+        "chunked-with-content-length",  # refused: both framings at once can smuggle a response
         _head(b"200 OK", b"Content-Length: 100", b"Transfer-Encoding: chunked") + b"2\r\nok\r\n0\r\n\r\n",
         "GET",
-        [Head(200, {"content-length": "100", "transfer-encoding": "chunked"}), b"ok", End(True)],
+        [ERROR],
     ),
     (
         "chunked-connection-close",
@@ -163,7 +162,11 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
         "http10-keepalive",
         _head(b"200 OK", b"Content-Length: 2", b"Connection: Keep-Alive", version=b"HTTP/1.0") + b"ok",
         "GET",
-        [Head(200, {"content-length": "2", "connection": "Keep-Alive"}), b"ok", End(False)],  # h11 closes 1.0
+        [
+            Head(200, {"content-length": "2", "connection": "Keep-Alive"}),
+            b"ok",
+            End(False),
+        ],  # 1.0: not reused
     ),
     (
         "http10-close-delimited-despite-keepalive",
@@ -303,14 +306,29 @@ CASES: list[tuple[str, bytes, str, list[Any]]] = [
     ("status-line-no-space-after-code", _head(b"200OK", b"Content-Length: 0"), "GET", [ERROR]),
     ("header-without-colon", _head(b"200 OK", b"Content-Length 0"), "GET", [ERROR]),
     ("header-empty-name", _head(b"200 OK", b": value"), "GET", [ERROR]),
-    (  # h11 unfolds obsolete line folding, as RFC 9112 5.2 lets a client do
+    (  # refused: llhttp takes no obsolete line folding (RFC 9112 5.2 lets a client refuse it)
         "header-obs-fold",
         _head(b"200 OK", b"X-A: one", b" continued", b"Content-Length: 0"),
         "GET",
-        [Head(200, {"x-a": "one continued", "content-length": "0"}), End(True)],
+        [ERROR],
     ),
     ("header-space-before-colon", _head(b"200 OK", b"Content-Length : 2") + b"ok", "GET", [ERROR]),
     ("bad-content-length", _head(b"200 OK", b"Content-Length: abc"), "GET", [ERROR]),
+    ("content-length-list", _head(b"200 OK", b"Content-Length: 2, 40") + b"hi", "GET", [ERROR]),
+    (
+        "content-length-differing-repeats",
+        _head(b"200 OK", b"Content-Length: 2", b"Content-Length: 4"),
+        "GET",
+        [ERROR],
+    ),
+    (
+        "transfer-encoding-xchunkedx",  # not chunked: refused rather than read to the end
+        _head(b"200 OK", b"Transfer-Encoding: xchunkedx") + b"5\r\nhello\r\n0\r\n\r\n",
+        "GET",
+        [ERROR],
+    ),
+    ("transfer-encoding-gzip-chunked", _head(b"200 OK", b"Transfer-Encoding: gzip, chunked"), "GET", [ERROR]),
+    ("transfer-encoding-identity", _head(b"200 OK", b"Transfer-Encoding: identity") + b"ok", "GET", [ERROR]),
     ("negative-content-length", _head(b"200 OK", b"Content-Length: -1"), "GET", [ERROR]),
     ("superscript-content-length", _head(b"200 OK", b"Content-Length: \xb9"), "GET", [ERROR]),
     ("unsupported-content-encoding", _head(b"200 OK", b"Content-Encoding: br"), "GET", [ERROR]),
@@ -404,6 +422,15 @@ def test_response_fed_one_byte_at_a_time(raw: bytes, method: str, expected: list
     assert parse_bytewise(raw, method) == expected
 
 
+FRAMED = [
+    (_head(b"200 OK", b"Content-Length: 2") + b"ok", "GET"),
+    (_head(b"200 OK", b"Transfer-Encoding: chunked") + b"2\r\nok\r\n0\r\n\r\n", "GET"),
+    (_head(b"204 No Content"), "GET"),
+    (_head(b"200 OK", b"Content-Length: 7"), "HEAD"),
+]
+"""Answers whose end the parser sees without the connection ending: (raw, request method)."""
+FRAMED_IDS = ["content-length", "chunked", "204", "head"]
+
 KEEPALIVE_CASES = [c for c in CASES if c[3][-1] == End(True)]
 
 
@@ -453,24 +480,30 @@ def test_a_1xx_alone_is_not_the_response() -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [b"HTTP/1.1 200 OK\r\n", b"x", b"\r\n"],
-    ids=["a-second-response", "one-byte", "a-stray-crlf"],
+    [b"HTTP/1.1 200 OK\r\n", b"x", b"\r\nx"],
+    ids=["a-second-response", "one-byte", "a-stray-crlf-then-a-byte"],
 )
-@pytest.mark.parametrize(
-    "response",
-    [
-        _head(b"200 OK", b"Content-Length: 2") + b"ok",
-        _head(b"200 OK", b"Transfer-Encoding: chunked") + b"2\r\nok\r\n0\r\n\r\n",
-        _head(b"204 No Content"),
-    ],
-    ids=["content-length", "chunked", "204"],
-)
+@pytest.mark.parametrize(("response", "method"), FRAMED, ids=FRAMED_IDS)
 def test_leftover_bytes_after_the_response_make_the_connection_unusable(
-    response: bytes, extra: bytes
+    response: bytes, method: str, extra: bytes
 ) -> None:
-    events = parse_whole(response + extra, eof=False)
+    events = parse_whole(response + extra, method, eof=False)
     assert events[-1] == End(False)
-    assert parse_whole(response, eof=False)[-1] == End(True)
+    assert parse_whole(response, method, eof=False)[-1] == End(True)
+
+
+@pytest.mark.parametrize("extra", [b"\r\n", b"\n", b"\r\n\r\n"], ids=["crlf", "lf", "two-crlf"])
+@pytest.mark.parametrize(("response", "method"), FRAMED, ids=FRAMED_IDS)
+def test_stray_empty_lines_after_the_response_are_skipped(response: bytes, method: str, extra: bytes) -> None:
+    """RFC 9112 2.2 lets a recipient skip empty lines before a message; llhttp does, and so
+    does `feed` when they come in a later read. The connection stays reusable."""
+    assert parse_whole(response + extra, method, eof=False)[-1] == End(True)
+    parser = ResponseParser(method)
+    parser.feed(response)
+    parser.feed(extra)
+    events: list[Any] = []
+    assert _record(parser, events)
+    assert events[-1] == End(True)
 
 
 def test_leftover_bytes_arriving_in_the_last_piece_of_the_body() -> None:
@@ -523,7 +556,7 @@ def test_empty_gzip_labelled_body_is_just_empty() -> None:
 
 @pytest.mark.parametrize("over", [-4, -3, -2, -1, 0, 1, 2, 10])
 def test_head_size_cap_when_the_head_arrives_in_pieces(monkeypatch: pytest.MonkeyPatch, over: int) -> None:
-    """h11 caps what it buffers of an unfinished head (a complete head that came in one
+    """The parser caps what it buffers of an unfinished head (a complete head that came in one
     read, at most READ_SIZE, is taken whole)."""
     monkeypatch.setattr(_h1, "MAX_HEAD_BYTES", 200)
     prefix = b"HTTP/1.1 200 OK\r\nX-Pad: "
@@ -609,6 +642,22 @@ def test_no_control_character_or_space_of_a_url_reaches_the_wire(url: str) -> No
     sent_target = line[len(b"GET ") : -len(b" HTTP/1.1")]
     assert all(0x21 <= byte < 0x7F for byte in sent_target), sent_target
     assert b"X-Injected" not in encode_request("GET", origin, target, {}, None).split(b"\r\n", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/a b"),
+        ("GET", "/a\r\nX-Injected: 1"),
+        ("GET", ""),
+        ("GET", "/\u00e9"),
+        ("G ET", "/"),
+        ("", "/"),
+    ],
+)
+def test_a_request_line_that_would_break_is_refused(method: str, target: str) -> None:
+    with pytest.raises(UnusableRequest, match="check the URL"):
+        ClientConnection().start(method, target, [(b"Host", b"h")], None)
 
 
 @pytest.mark.parametrize(
