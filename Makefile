@@ -31,6 +31,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/.torch
 	$(PIP) install --no-compile --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $@
 
+# fal's JavaScript client, for tests/server/test_js_client.py (skipped where Node.js is missing).
+JS_CLIENT := tests/server/js/node_modules/.package-lock.json
+$(JS_CLIENT): tests/server/js/package.json tests/server/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> Installing fal's JavaScript client for the tests (npm ci)"; \
+		npm ci --prefix tests/server/js --no-audit --no-fund; \
+	else echo "==> npm not found: the JavaScript client test will be skipped"; fi
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.demo-installed
@@ -50,7 +58,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy --strict src
 
-pytest: install
+pytest: install $(JS_CLIENT)
 	$(PY) -m pytest -q
 
 docs: install
