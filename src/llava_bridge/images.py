@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from llava_bridge.errors import InvalidImageError
 from llava_bridge.imaging.formats import sniff_mime_type
 from llava_bridge.imaging.limits import MAX_ASPECT_RATIO, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_SIDE
-from llava_bridge.imaging.orientation import upright_size
+from llava_bridge.imaging.orientation import read_orientation, upright_size
 from llava_bridge.imaging.prepare import decode_upright, encode_for_wire
 from llava_bridge.imaging.probe import probe
 from llava_bridge.imaging.resize import MODEL_IMAGE_SIDE, ResizePolicy
@@ -156,7 +156,8 @@ class ImageInput:
         """A PIL image, encoded losslessly as PNG by default; turned upright if its EXIF says so."""
         if not isinstance(image, Image.Image):
             raise InvalidImageError(f"from_pil() takes a PIL image, not {type(image).__name__}.")
-        image = ImageOps.exif_transpose(image) or image
+        if read_orientation(image) != 1:
+            image = ImageOps.exif_transpose(image) or image
         buffer = io.BytesIO()
         converted = image if format == "PNG" or image.mode == "RGB" else image.convert("RGB")
         converted.save(buffer, format=format)
