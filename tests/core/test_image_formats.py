@@ -12,6 +12,7 @@ from PIL import Image, features
 
 from llava_bridge import ImageInput, InvalidImageError
 from llava_bridge.defaults import IMAGE_SUFFIXES
+from llava_bridge.grid import tile_images
 from llava_bridge.images import sniff_mime_type
 from tests.support.images import encode, marked_upright, sideways_photo
 
@@ -159,3 +160,11 @@ def test_a_shrunk_png_photo_goes_as_jpeg() -> None:
 def test_bytes_that_only_start_like_an_image_are_refused(data: bytes) -> None:
     with pytest.raises(InvalidImageError):
         ImageInput.from_bytes(data)
+
+
+def test_a_grid_of_heic_tiff_and_webp_photos_has_every_tile_upright(heic_bytes: bytes) -> None:
+    photos = [heic_bytes, sideways_photo("TIFF"), sideways_photo("WEBP", orientation=8)]
+    grid = tile_images([ImageInput.from_bytes(data) for data in photos]).to_pil()
+    assert grid.size == (672, 672)  # 2 x 2 cells of 336 px, the fourth empty
+    for left, top in ((0, 0), (336, 0), (0, 336)):
+        assert_upright(grid.crop((left + 138, top + 128, left + 198, top + 208)))
