@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -218,18 +219,10 @@ def _ready_backend(args: argparse.Namespace) -> Backend:
     if local_options and args.backend != "local":
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in local_options)
         raise UsageError(f"{flags} only apply to --backend local.")
-    backend = make_backend(
-        args.backend,
-        model=args.model,
-        base_url=args.base_url,
-        fake_latency=args.fake_latency,
-        fake_answers=args.fake_answers,
-        upstream_extra_body=args.upstream_extra_body,
-        upstream_stop=args.upstream_stop,
-        upstream_timeout=args.upstream_timeout,
-        upstream_key_env=args.upstream_key_env,
-        **local_options,
-    )
+    try:
+        backend = _backend_from_flags(args, local_options)
+    except ConfigurationError as exc:  # every one of make_backend's refusals is about a flag
+        raise UsageError(str(exc)) from None
     if args.backend == "fake":
         _warn(FAKE_NOTE)
     if args.backend == "local":
@@ -244,6 +237,22 @@ def _ready_backend(args: argparse.Namespace) -> Backend:
                 message = f"The local model {backend.model_name!r} did not load: {message}"
             raise ConfigurationError(message) from None
     return backend
+
+
+def _backend_from_flags(args: argparse.Namespace, local_options: dict[str, Any]) -> Backend:
+    """make_backend with what the flags say."""
+    return make_backend(
+        args.backend,
+        model=args.model,
+        base_url=args.base_url,
+        fake_latency=args.fake_latency,
+        fake_answers=args.fake_answers,
+        upstream_extra_body=args.upstream_extra_body,
+        upstream_stop=args.upstream_stop,
+        upstream_timeout=args.upstream_timeout,
+        upstream_key_env=args.upstream_key_env,
+        **local_options,
+    )
 
 
 def _warn(message: str) -> None:
