@@ -16,8 +16,7 @@ def require_extra(extra: str, *modules: str, what: str) -> None:
             found = False
         if not found:
             raise ImportError(
-                f"{what} needs the [{extra}] extra ({module} is not installed): "
-                f"pip install 'llava-bridge[{extra}]'",
+                f"{what} needs the [{extra}] extra ({module} is not installed): {install_hint(extra)}",
                 name=module,
             )
 

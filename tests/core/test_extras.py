@@ -12,7 +12,7 @@ from llava_bridge.cli.main import main
 
 @pytest.mark.parametrize("module", ["no_such_module_xyz", "no_such_package_xyz.core"])
 def test_a_missing_module_names_the_extra(module: str) -> None:
-    with pytest.raises(ImportError, match=r"pip install 'llava-bridge\[server\]'") as info:
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[server\]"') as info:
         require_extra("server", module, what="llava-bridge serve")
     assert module in str(info.value) and info.value.name == module
 

@@ -83,7 +83,7 @@ def test_missing_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
     )
-    with pytest.raises(ConfigurationError, match=r"pip install 'llava-bridge\[local\]'"):
+    with pytest.raises(ConfigurationError, match=r'pip install -e "\.\[local\]"'):
         TransformersBackend("some/model")
 
 

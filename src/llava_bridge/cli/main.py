@@ -264,7 +264,10 @@ def _demo_offline(request: VisionRequest) -> VisionResult:
         try:
             from llava_bridge.server.background import BackgroundServer
         except ImportError:  # the [server] extra is not installed
-            print(f"Asking {described} in process (install llava-bridge[server] for the local server).")
+            print(
+                f"Asking {described} in process (for the local server, install the [server] extra: "
+                'pip install -e ".[server]").'
+            )
             return model.generate(request)
         from llava_bridge.backends.fal.backend import FalBackend
 

@@ -1,6 +1,6 @@
 """`TransformersBackend`: LLaVA Llama3 8B in this process, on your GPU (or CPU).
 
-Needs the `[local]` extra (`pip install 'llava-bridge[local]'`); importing this
+Needs the `[local]` extra (`pip install -e ".[local]"` from a clone); importing this
 module does not import torch or transformers, they load with the model.
 
 Concurrent requests, from threads (`generate`) or asyncio tasks (`agenerate`),

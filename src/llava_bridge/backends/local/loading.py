@@ -38,7 +38,7 @@ __all__ = [
 
 logger = logging.getLogger("llava_bridge.backends.local.backend")
 
-INSTALL_HINT = "pip install 'llava-bridge[local]'"
+INSTALL_HINT = 'pip install -e ".[local]" (from a clone of llava-bridge)'
 STOP_TOKENS = ("<|eot_id|>", "<|end_of_text|>")
 """Llama-3 special tokens that end an answer."""
 Quantization = Literal["4bit", "8bit"]
