@@ -10,7 +10,6 @@ The bound is relative to the same preparation timed synchronously on this machin
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
@@ -23,8 +22,7 @@ from langchain_core.messages import HumanMessage
 from llava_bridge import ImageInput
 from llava_bridge.langchain import ChatLlava, LlavaImageLoader, LlavaImageTool
 from tests.support.local_server import LocalServer
-
-from .photos import twelve_megapixel_jpeg
+from tests.support.loop_gaps import ticker_gap, twelve_megapixel_jpeg
 
 T = TypeVar("T")
 
@@ -38,31 +36,9 @@ async def longest_gap(make_call: Callable[[], Awaitable[T]]) -> tuple[float, T]:
     while a burst of load on a shared machine rarely hits both.
     """
     await make_call()
-    first, _ = await _measured(make_call)
-    second, result = await _measured(make_call)
+    first, _ = await ticker_gap(make_call())
+    second, result = await ticker_gap(make_call())
     return min(first, second), result
-
-
-async def _measured(make_call: Callable[[], Awaitable[T]]) -> tuple[float, T]:
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
-    try:
-        result = await make_call()
-    finally:
-        done.set()
-        await task
-    return max(gaps), result
 
 
 def sync_time(prepare: Callable[[], Any]) -> float:

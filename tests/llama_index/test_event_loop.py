@@ -11,8 +11,6 @@ own resize and upload are covered too.
 
 from __future__ import annotations
 
-import asyncio
-import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,22 +19,11 @@ from typing import Any
 import pytest
 from llama_index.core.llms import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.schema import ImageDocument, ImageNode
-from PIL import Image
 
 from llava_bridge import ImageInput
 from llava_bridge.llama_index import ImageDescriber, LlavaLLM, LlavaToolSpec
 from tests.fal.fal_test_server import FalTestServer
-
-
-def twelve_megapixel_jpeg() -> bytes:
-    """A 4000x3000 JPEG (quality 90) of noise over gradients, so decoding costs what a photo's does."""
-    size = (4000, 3000)
-    noise = Image.effect_noise(size, 48)
-    gradient = Image.linear_gradient("L").resize(size)
-    image = Image.merge("RGB", (noise, gradient, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+from tests.support.loop_gaps import ticker_gap, twelve_megapixel_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -61,29 +48,6 @@ def prepare_seconds(photo: Path) -> float:
 def server() -> Iterator[FalTestServer]:
     with FalTestServer() as running:
         yield running
-
-
-async def longest_gap(call: Awaitable[Any]) -> tuple[float, Any]:
-    """The longest time the loop took to come back to a 5 ms ticker while `call` ran."""
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
-    try:
-        result = await call
-    finally:
-        done.set()
-        await task
-    return max(gaps), result
 
 
 async def _drain(stream: Awaitable[AsyncIterator[Any]]) -> list[Any]:
@@ -129,9 +93,9 @@ async def test_image_work_stays_off_the_event_loop(
     name: str, server: FalTestServer, photo: Path, prepare_seconds: float
 ) -> None:
     # The better of two runs: a stall on the loop shows in both, a burst of load on the machine rarely.
-    gap, result = await longest_gap(CALLS[name](server.url, photo))
+    gap, result = await ticker_gap(CALLS[name](server.url, photo))
     if gap >= prepare_seconds / 2:
-        gap, result = await longest_gap(CALLS[name](server.url, photo))
+        gap, result = await ticker_gap(CALLS[name](server.url, photo))
     assert result
     stalled, preparing = round(gap * 1000), round(prepare_seconds * 1000)
     assert gap < prepare_seconds / 2, f"{name}: the loop stalled {stalled} ms; preparing takes {preparing} ms"
