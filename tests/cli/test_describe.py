@@ -100,8 +100,11 @@ def test_progress_bar_shows_rate_and_eta(photos: Path, tmp_path: Path) -> None:
     assert "1/1" in stream.getvalue() and "img/s" in stream.getvalue() and "ETA" in stream.getvalue()
 
 
+# The child restores Python's SIGINT handler: a runner started in the background by a
+# non-interactive shell (as CI may be) passes SIGINT down ignored, and asyncio.run then never sees it.
 SCRIPT = """
-import asyncio, sys
+import asyncio, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from llava_bridge import FakeBackend
 from llava_bridge.describe import describe_to_jsonl
