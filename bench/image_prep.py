@@ -18,6 +18,11 @@ Part 2, `llava-bridge describe` of `--count` distinct 12 MP JPEGs through
 `llava-bridge serve --backend fake` at `--concurrency` 16: each tree's CLI
 against each tree's server (subprocesses), images/s and client CPU per image.
 
+Part 3, the longest event-loop gap while `await ChatLlava(...).ainvoke(...)` sends a 12 MP
+JPEG (a data URI block) through FalBackend to `serve --backend fake`: a 5 ms ticker runs
+beside the call, each tree's code in its own subprocess against one server; a warm-up call,
+then the median and worst of 5 calls, each with a photo not sent before.
+
 The photos are the sample photos in ../shared/data upscaled to 12 MP with sensor-
 like noise added, so they cost what a phone photo costs to decode. The old tree
 is made with `git worktree add --detach /tmp/work/old_tree 30e4bcb` when missing.
@@ -231,6 +236,89 @@ def write_photos(folder: Path, count: int) -> None:
         (folder / f"IMG_{index:04d}.jpg").write_bytes(base[:2] + segment + base[2:])
 
 
+LOOP_GAP = """
+import asyncio, base64, statistics, sys, time
+from pathlib import Path
+from langchain_core.messages import HumanMessage
+from llava_bridge.langchain import ChatLlava
+
+async def gap(model, path):
+    uri = "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+    message = HumanMessage(content=[{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": uri}}])
+    gaps, done = [], asyncio.Event()
+    async def ticker():
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    await model.ainvoke([message])
+    done.set()
+    await task
+    return max(gaps) * 1000
+
+async def main():
+    model = ChatLlava(base_url=sys.argv[1], api_key="bench", max_retries=0)
+    paths = sys.argv[2:]
+    await gap(model, paths[0])  # warm-up: first-use imports are not image work
+    gaps = [await gap(model, path) for path in paths[1:]]
+    print(statistics.median(gaps), max(gaps))
+
+asyncio.run(main())
+"""
+
+
+def loop_gaps(old_tree: Path | None) -> None:
+    """Part 3: each tree's ChatLlava.ainvoke of 12 MP JPEGs beside a 5 ms ticker, one server."""
+    trees = [("ours", ROOT)] + ([(f"old ({OLD_COMMIT})", old_tree)] if old_tree else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="image-prep-gap-") as work:
+        folder = Path(work)
+        write_photos(folder, 6 * len(trees))
+        photos = sorted(str(p) for p in folder.glob("*.jpg"))
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llava_bridge.cli",
+                "serve",
+                "--backend",
+                "fake",
+                "--port",
+                "0",
+                "--db",
+                f"{work}/jobs.db",
+            ],
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            url = _server_url(server)
+            for index, (label, tree) in enumerate(trees):
+                done = subprocess.run(
+                    [sys.executable, "-c", LOOP_GAP, url, *photos[index * 6 : index * 6 + 6]],
+                    env={**os.environ, "PYTHONPATH": str(tree / "src"), "FAL_KEY": ""},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                median, worst = (float(x) for x in done.stdout.split()[-2:])
+                rows.append([label, median, worst])
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    table(
+        "longest event-loop gap during ChatLlava.ainvoke of a 12 MP JPEG (5 ms ticker; goal <= 20 ms)",
+        ["code", "median of 5 calls (ms)", "worst of 5 (ms)"],
+        rows,
+    )
+
+
 def describe_rate(tree: Path, folder: Path, concurrency: int) -> tuple[float, float, float, int]:
     """(images/s, client and server CPU ms per image, images described) for one tree's CLI and server."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "FAL_KEY": ""}
@@ -352,11 +440,14 @@ def main() -> None:
     parser.add_argument("--old-tree", type=Path, default=Path("/tmp/work/old_tree"))
     parser.add_argument("--skip-old", action="store_true", help="no comparison with the old tree")
     parser.add_argument("--skip-describe", action="store_true")
+    parser.add_argument("--skip-loop", action="store_true", help="no event-loop gap measurement")
     args = parser.parse_args()
     old_tree = old_tree_path(args.old_tree, args.skip_old)
     print(f"Python {sys.version.split()[0]}, Pillow {Image.__version__}, {os.cpu_count()} CPUs")  # type: ignore[attr-defined]
     prepare_cpu(old_tree)
     metadata_cpu(old_tree)
+    if not args.skip_loop:
+        loop_gaps(old_tree)
     if not args.skip_describe:
         describe_throughput(old_tree, args.count, args.concurrency)
 
