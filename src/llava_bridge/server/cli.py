@@ -37,7 +37,7 @@ LOCAL_ONLY_FLAGS = (
     "batch_wait_ms",
 )
 """Flags that only `--backend local` takes (passed to TransformersBackend)."""
-FAKE_NOTE = "The fake backend answers with canned text: its answers are NOT real model output."
+FAKE_NOTE = "The fake backend makes its answers up (no model runs): they are NOT real model output."
 
 
 class UsageError(ConfigurationError):
