@@ -27,7 +27,9 @@ def ray_cluster() -> Iterator[str]:
     """A running local cluster; yields its address (for the CLI's --address)."""
     import ray
 
-    with local_cluster(num_cpus=2):
+    # 4 logical CPUs on the 2 real ones: the actors of a finished run may still hold their slots
+    # while the next run's read tasks and actors start; with 2, a loaded machine could starve them.
+    with local_cluster(num_cpus=4):
         yield ray.get_runtime_context().gcs_address
 
 
