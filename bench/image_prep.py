@@ -279,24 +279,7 @@ def loop_gaps(old_tree: Path | None) -> None:
         folder = Path(work)
         write_photos(folder, 6 * len(trees))
         photos = sorted(str(p) for p in folder.glob("*.jpg"))
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llava_bridge.cli",
-                "serve",
-                "--backend",
-                "fake",
-                "--port",
-                "0",
-                "--db",
-                f"{work}/jobs.db",
-            ],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        server = fake_server(work, {**os.environ, "PYTHONPATH": str(ROOT / "src")})
         try:
             url = _server_url(server)
             for index, (label, tree) in enumerate(trees):
@@ -324,24 +307,7 @@ def describe_rate(tree: Path, folder: Path, concurrency: int) -> tuple[float, fl
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "FAL_KEY": ""}
     count = len(list(folder.glob("*.jpg")))
     with tempfile.TemporaryDirectory(prefix="image-prep-") as work:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llava_bridge.cli",
-                "serve",
-                "--backend",
-                "fake",
-                "--port",
-                "0",
-                "--db",
-                f"{work}/jobs.db",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        server = fake_server(work, env)
         try:
             url = _server_url(server)
             out = Path(work) / "out.jsonl"
@@ -380,6 +346,28 @@ def describe_rate(tree: Path, folder: Path, concurrency: int) -> tuple[float, fl
     client = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / count * 1000
     served = (ended.ru_utime + ended.ru_stime - after.ru_utime - after.ru_stime) / count * 1000
     return count / elapsed, client, served, described
+
+
+def fake_server(work: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`llava-bridge serve --backend fake` on a free port, its jobs in `work`; read its URL with _server_url."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llava_bridge.cli",
+            "serve",
+            "--backend",
+            "fake",
+            "--port",
+            "0",
+            "--db",
+            f"{work}/jobs.db",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _server_url(server: subprocess.Popen[str]) -> str:
