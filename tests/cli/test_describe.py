@@ -109,7 +109,7 @@ from pathlib import Path
 from llava_bridge import FakeBackend
 from llava_bridge.describe import describe_to_jsonl
 sources = [sys.argv[1]] * 1 + [f"https://example.com/{i}.png" for i in range(40)]
-summary = asyncio.run(describe_to_jsonl(FakeBackend(latency=0.2), sources, Path(sys.argv[2]), concurrency=2,
+summary = asyncio.run(describe_to_jsonl(FakeBackend(latency=0.5), sources, Path(sys.argv[2]), concurrency=2,
                                         progress=False))
 print("interrupted" if summary.interrupted else "finished", summary.described, flush=True)
 """

@@ -730,7 +730,7 @@ def test_close_without_drain_closes_the_connection(
     started = time.monotonic()
     client.close_body(body)
     client.close_body(body)  # twice is harmless
-    assert time.monotonic() - started < 2.0  # no drain: the held stream's end is not awaited
+    assert time.monotonic() - started < 10.0  # no drain: the held stream's end is not awaited
     client.sleep(0.01)
     assert server.wait_for(lambda: server.peers[0].client_closed)
     assert client.read(body) == b""
