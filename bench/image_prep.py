@@ -48,6 +48,8 @@ from PIL import Image
 from llava_bridge import ImageInput, ResizePolicy
 
 ROOT = Path(__file__).resolve().parent.parent
+SUPPORT = str(ROOT / "tests" / "support")
+"""Holds loop_gaps.py, the event-loop ticker shared with the tests (stdlib and Pillow only)."""
 PHOTOS = ROOT.parent / "shared" / "data"
 OLD_COMMIT = "30e4bcb"
 SIZE = (4032, 3024)
@@ -237,28 +239,17 @@ def write_photos(folder: Path, count: int) -> None:
 
 
 LOOP_GAP = """
-import asyncio, base64, statistics, sys, time
+import asyncio, base64, statistics, sys
 from pathlib import Path
 from langchain_core.messages import HumanMessage
 from llava_bridge.langchain import ChatLlava
+from loop_gaps import ticker_gap  # tests/support: the same 5 ms ticker the tests use
 
 async def gap(model, path):
     uri = "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode()
     message = HumanMessage(content=[{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": uri}}])
-    gaps, done = [], asyncio.Event()
-    async def ticker():
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
-    await model.ainvoke([message])
-    done.set()
-    await task
-    return max(gaps) * 1000
+    worst, _ = await ticker_gap(model.ainvoke([message]))
+    return worst * 1000
 
 async def main():
     model = ChatLlava(base_url=sys.argv[1], api_key="bench", max_retries=0)
@@ -285,7 +276,11 @@ def loop_gaps(old_tree: Path | None) -> None:
             for index, (label, tree) in enumerate(trees):
                 done = subprocess.run(
                     [sys.executable, "-c", LOOP_GAP, url, *photos[index * 6 : index * 6 + 6]],
-                    env={**os.environ, "PYTHONPATH": str(tree / "src"), "FAL_KEY": ""},
+                    env={
+                        **os.environ,
+                        "PYTHONPATH": os.pathsep.join([str(tree / "src"), SUPPORT]),
+                        "FAL_KEY": "",
+                    },
                     capture_output=True,
                     text=True,
                     check=True,
